@@ -1,0 +1,145 @@
+/* sd.h - diffusiond's engine: Stable Diffusion text-to-image as a library.
+ *
+ * The one public header of the engine. The CLI (src/cli) and the HTTP
+ * service (src/server) use only this.
+ *
+ *     struct sd_err err;
+ *     struct sd_load_opts lo = { .dir = "models/sd15" };
+ *     sd_model *m;
+ *     if (sd_model_load(&m, &lo, &err)) { puts(err.msg); ... }
+ *     struct sd_params p;
+ *     sd_params_default(&p);
+ *     p.prompt = "a photo of an astronaut";
+ *     struct sd_image img;
+ *     if (sd_generate(m, &p, NULL, &img, &err) == SD_OK) {
+ *         uint8_t *png; size_t len;
+ *         sd_image_png(&img, &p, m, &png, &len, &err); ... free(png);
+ *         sd_image_free(&img);
+ *     }
+ *     sd_model_free(m);
+ *
+ * Load a model once, generate many times. Images are the same as diffusers'
+ * StableDiffusionPipeline (float32, CPU generator seeded with p.seed) up to
+ * floating-point tolerance.
+ *
+ * Errors: every function that can fail returns SD_OK or an SD_ERR_* code
+ * (util/err.h) and leaves a one-line message in *err. The library never
+ * prints, exits or aborts on bad input.
+ *
+ * Threads: an sd_model may be used by one sd_generate call at a time
+ * (the service runs one inference worker). Different models are
+ * independent. Compute uses the process-wide OpenMP pool.
+ */
+#ifndef SD_H
+#define SD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+typedef struct sd_model sd_model;
+
+enum sd_scheduler {
+    SD_SCHED_DEFAULT = 0, /* the model's scheduler_config.json */
+    SD_SCHED_PNDM,
+    SD_SCHED_DDIM,
+    SD_SCHED_EULER,
+    SD_SCHED_EULER_A,
+    SD_SCHED_DPMPP_2M,
+    SD_SCHED_DPMPP_2M_KARRAS,
+    SD_SCHED_LCM,
+    SD_SCHED_COUNT
+};
+
+/* "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "lcm"
+ * (and "default"); returns -1 for an unknown name. */
+int sd_scheduler_from_name(const char *name);
+const char *sd_scheduler_name(enum sd_scheduler s);
+
+/* Limits the engine enforces (the service may set tighter ones). */
+#define SD_MAX_STEPS 1000
+#define SD_MAX_SIDE 2048      /* width and height, pixels */
+#define SD_MAX_PROMPT 16384   /* bytes */
+
+struct sd_load_opts {
+    const char *dir;     /* diffusers folder (model_index.json inside) */
+    const char *variant; /* NULL, or e.g. "fp16" for *.fp16.safetensors */
+    int threads;         /* 0: all cores */
+};
+
+struct sd_model_info {
+    char name[256];            /* folder base name */
+    int default_width;         /* unet.sample_size * vae scale factor */
+    int default_height;
+    int vae_scale_factor;      /* 8 for SD; 2^(len(vae blocks)-1) */
+    int text_hidden;           /* 768 SD1, 1024 SD2 */
+    int text_layers;
+    int is_v_prediction;
+    enum sd_scheduler default_scheduler; /* the config's class */
+    char scheduler_class[64];  /* e.g. "PNDMScheduler" */
+};
+
+struct sd_params {
+    const char *prompt;          /* required, UTF-8 */
+    const char *negative_prompt; /* NULL means "" */
+    int steps;                   /* 50 */
+    float guidance;              /* 7.5; <= 1 runs the conditional pass only */
+    int seed_set;                /* 0: pick a random seed (reported in the image) */
+    uint64_t seed;               /* torch.Generator("cpu").manual_seed(seed) */
+    int width, height;           /* 0: model default; multiples of 8 */
+    enum sd_scheduler scheduler; /* SD_SCHED_DEFAULT: the model's */
+    float eta;                   /* DDIM eta, 0 */
+    int clip_skip;               /* 0: none; k: diffusers' clip_skip=k */
+};
+
+void sd_params_default(struct sd_params *p);
+
+/* Check p against the model and the engine limits without running anything
+ * (the service calls this before queueing). */
+int sd_params_check(const sd_model *m, const struct sd_params *p, struct sd_err *err);
+
+enum sd_phase { SD_PHASE_TEXT, SD_PHASE_DENOISE, SD_PHASE_DECODE };
+
+struct sd_progress {
+    enum sd_phase phase;
+    int step;           /* denoising steps done so far (1..total) */
+    int total;          /* number of UNet evaluations (scheduler timesteps) */
+    double step_seconds;/* duration of the step just done */
+    double elapsed;     /* seconds since sd_generate started */
+};
+
+struct sd_callbacks {
+    /* Called after the text encoder, after every denoising step and after the
+     * VAE decode, from the generating thread. */
+    void (*progress)(void *user, const struct sd_progress *p);
+    void *user;
+    /* Checked between steps: when it becomes non-zero sd_generate stops and
+     * returns SD_ERR_CANCELLED. May be NULL. */
+    atomic_int *cancel;
+};
+
+struct sd_image {
+    int width, height;
+    uint8_t *rgb;      /* width*height*3, row-major RGB; owned, sd_image_free */
+    uint64_t seed;     /* the seed actually used */
+    double seconds;    /* wall time of the generation */
+};
+
+int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *err);
+const struct sd_model_info *sd_model_get_info(const sd_model *m);
+void sd_model_free(sd_model *m);
+
+/* Generate one image. cb may be NULL. On success *out owns the pixels. */
+int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callbacks *cb,
+                struct sd_image *out, struct sd_err *err);
+void sd_image_free(struct sd_image *img);
+
+/* Encode img as an 8-bit RGB PNG with a tEXt "parameters" chunk in the A1111
+ * convention (prompt, negative prompt, steps, sampler, CFG, seed, size, model).
+ * *png is malloc'd; the caller frees it. */
+int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd_model *m,
+                 uint8_t **png, size_t *len, struct sd_err *err);
+
+#endif
