@@ -22,13 +22,26 @@ int sd_err_prefix(struct sd_err *e, int code, const char *fmt, ...)
 {
     if (!e)
         return code;
-    char prefix[SD_ERR_MSG_MAX], old[SD_ERR_MSG_MAX];
+    char old[SD_ERR_MSG_MAX];
+    memcpy(old, e->msg, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
-    memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof e->msg ? (size_t)n : sizeof e->msg - 1;
+    /* append ": old" within the buffer, truncating the tail if needed */
+    size_t room = sizeof e->msg - 1 - len;
+    if (room >= 2) {
+        memcpy(e->msg + len, ": ", 2);
+        len += 2;
+        room -= 2;
+        size_t ol = strnlen(old, sizeof old);
+        if (ol > room)
+            ol = room;
+        memcpy(e->msg + len, old, ol);
+        len += ol;
+    }
+    e->msg[len] = 0;
     if (!e->code)
         e->code = code;
     return e->code;

@@ -1,0 +1,114 @@
+/* blocks.c - see blocks.h. */
+#include "model/blocks.h"
+
+#include <stdio.h>
+
+void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int in, int out,
+                 int bias, int conv1x1)
+{
+    char n[256];
+    l->in = in;
+    l->out = out;
+    snprintf(n, sizeof n, "%s.weight", prefix);
+    l->w = conv1x1 ? weights_get(w, n, 4, out, in, 1, 1) : weights_get(w, n, 2, out, in);
+    l->b = NULL;
+    if (bias) {
+        snprintf(n, sizeof n, "%s.bias", prefix);
+        l->b = weights_get(w, n, 1, out);
+    }
+}
+
+void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,
+               int stride, int pad_lo, int pad_hi)
+{
+    char n[256];
+    c->cin = in;
+    c->cout = out;
+    c->k = k;
+    c->stride = stride;
+    c->pad_lo = pad_lo;
+    c->pad_hi = pad_hi;
+    snprintf(n, sizeof n, "%s.weight", prefix);
+    c->w = weights_get(w, n, 4, out, in, k, k);
+    snprintf(n, sizeof n, "%s.bias", prefix);
+    c->b = weights_get(w, n, 1, out);
+}
+
+void load_norm(struct weights *w, struct nn_norm *nm, const char *prefix, int c)
+{
+    char n[256];
+    nm->c = c;
+    snprintf(n, sizeof n, "%s.weight", prefix);
+    nm->w = weights_get(w, n, 1, c);
+    snprintf(n, sizeof n, "%s.bias", prefix);
+    nm->b = weights_get(w, n, 1, c);
+}
+
+void resnet_load(struct weights *w, struct resnet *r, const char *prefix, int cin, int cout,
+                 int temb_dim, int groups, float eps)
+{
+    char n[256];
+    r->cin = cin;
+    r->cout = cout;
+    r->groups = groups;
+    r->eps = eps;
+#define NAME(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
+    load_norm(w, &r->norm1, NAME("norm1"), cin);
+    load_conv(w, &r->conv1, NAME("conv1"), cin, cout, 3, 1, 1, 1);
+    load_norm(w, &r->norm2, NAME("norm2"), cout);
+    load_conv(w, &r->conv2, NAME("conv2"), cout, cout, 3, 1, 1, 1);
+    r->has_temb = temb_dim > 0;
+    if (r->has_temb)
+        load_linear(w, &r->temb, NAME("time_emb_proj"), temb_dim, cout, 1, 0);
+    r->has_shortcut = cin != cout;
+    if (r->has_shortcut)
+        load_conv(w, &r->shortcut, NAME("conv_shortcut"), cin, cout, 1, 1, 0, 0);
+#undef NAME
+}
+
+void resnet_forward(struct nn *nn, struct resnet *r, const float *x, float *out, int B, int H, int W,
+                    const float *emb_act)
+{
+    size_t HW = (size_t)H * W, m = nn_mark(nn);
+    float *h = nn_alloc(nn, B * HW * r->cin);
+    float *h2 = nn_alloc(nn, B * HW * r->cout);
+    nn_groupnorm(nn, h, x, &r->norm1, B, HW, r->groups, r->eps, 1);
+    nn_conv2d(nn, &r->conv1, h, h2, B, H, W);
+    if (r->has_temb && emb_act) {
+        float *t = nn_alloc(nn, (size_t)B * r->cout);
+        nn_linear(nn, &r->temb, emb_act, t, B);
+        nn_add_channel_bias(nn, h2, t, B, HW, r->cout);
+    }
+    float *h3 = r->cout <= r->cin ? h : nn_alloc(nn, B * HW * r->cout);
+    nn_groupnorm(nn, h3, h2, &r->norm2, B, HW, r->groups, r->eps, 1);
+    nn_conv2d(nn, &r->conv2, h3, out, B, H, W);
+    if (r->has_shortcut) {
+        nn_conv2d(nn, &r->shortcut, x, h2, B, H, W);
+        nn_add(nn, out, out, h2, B * HW * r->cout);
+    } else {
+        nn_add(nn, out, out, x, B * HW * r->cout);
+    }
+    nn_release(nn, m);
+}
+
+void resnet_release(const struct nn_backend *be, struct resnet *r)
+{
+    nn_conv2d_release(be, &r->conv1);
+    nn_conv2d_release(be, &r->conv2);
+    nn_conv2d_release(be, &r->shortcut);
+    nn_linear_release(be, &r->temb);
+}
+
+int nn_prepare(struct nn *nn, void (*pass)(void *arg), void *arg, struct sd_err *err)
+{
+    arena_begin_measure(&nn->arena);
+    nn->status = SD_OK;
+    pass(arg);
+    if (nn->status) {
+        nn->arena.measuring = 0;
+        if (err)
+            *err = nn->err;
+        return nn->status;
+    }
+    return arena_end_measure(&nn->arena, err);
+}

@@ -1,0 +1,133 @@
+/* clip.c - see clip.h. */
+#include "model/clip.h"
+
+#include "model/blocks.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int clip_load(struct clip *c, const char *dir, const char *variant, const struct nn_backend *be,
+              struct sd_err *err)
+{
+    memset(c, 0, sizeof *c);
+    nn_init(&c->nn, be);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
+    int rc = clip_config_load(&c->cfg, path, err);
+    if (rc)
+        return rc;
+    rc = weights_open(&c->w, dir, "text_encoder", "model", variant, err);
+    if (rc)
+        return rc;
+    const struct clip_config *g = &c->cfg;
+    int H = g->hidden, I = g->intermediate;
+    struct weights *w = &c->w;
+    c->tok_emb = weights_get(w, "text_model.embeddings.token_embedding.weight", 2, g->vocab_size, H);
+    c->pos_emb = weights_get(w, "text_model.embeddings.position_embedding.weight", 2, g->max_positions, H);
+    c->layers = calloc(g->layers, sizeof *c->layers);
+    if (!c->layers)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < g->layers; i++) {
+        struct clip_layer *l = &c->layers[i];
+        char p[128], n[192];
+        snprintf(p, sizeof p, "text_model.encoder.layers.%d", i);
+#define NAME(s) (snprintf(n, sizeof n, "%s.%s", p, s), n)
+        load_norm(w, &l->ln1, NAME("layer_norm1"), H);
+        load_norm(w, &l->ln2, NAME("layer_norm2"), H);
+        load_linear(w, &l->q, NAME("self_attn.q_proj"), H, H, 1, 0);
+        load_linear(w, &l->k, NAME("self_attn.k_proj"), H, H, 1, 0);
+        load_linear(w, &l->v, NAME("self_attn.v_proj"), H, H, 1, 0);
+        load_linear(w, &l->o, NAME("self_attn.out_proj"), H, H, 1, 0);
+        load_linear(w, &l->fc1, NAME("mlp.fc1"), H, I, 1, 0);
+        load_linear(w, &l->fc2, NAME("mlp.fc2"), I, H, 1, 0);
+#undef NAME
+    }
+    load_norm(w, &c->final_ln, "text_model.final_layer_norm", H);
+    return weights_status(w);
+}
+
+/* The forward pass; in measure mode (nn.h) it only sizes the arena. */
+static void clip_run(struct clip *c, const int32_t *ids, int T, int n_layers, float *out)
+{
+    const struct clip_config *g = &c->cfg;
+    struct nn *nn = &c->nn;
+    int H = g->hidden, dh = H / g->heads;
+    size_t TH = (size_t)T * H;
+    float *x = nn_alloc(nn, TH), *h = nn_alloc(nn, TH);
+    float *q = nn_alloc(nn, TH), *k = nn_alloc(nn, TH), *v = nn_alloc(nn, TH);
+    float *mlp = nn_alloc(nn, (size_t)T * g->intermediate);
+    if (!nn_measuring(nn))
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < H; i++)
+                x[(size_t)t * H + i] = c->tok_emb[(size_t)ids[t] * H + i] + c->pos_emb[(size_t)t * H + i];
+    enum nn_act act = g->act == CLIP_GELU ? NN_GELU : NN_QUICK_GELU;
+    for (int li = 0; li < n_layers; li++) {
+        struct clip_layer *l = &c->layers[li];
+        nn_layernorm(nn, h, x, &l->ln1, T, g->eps);
+        nn_linear(nn, &l->q, h, q, T);
+        nn_linear(nn, &l->k, h, k, T);
+        nn_linear(nn, &l->v, h, v, T);
+        nn_attention(nn, h, q, k, v, 1, T, T, g->heads, dh, H, H, H, 1.0f / sqrtf((float)dh), 1);
+        nn_linear(nn, &l->o, h, q, T);
+        nn_add(nn, x, x, q, TH);
+        nn_layernorm(nn, h, x, &l->ln2, T, g->eps);
+        nn_linear(nn, &l->fc1, h, mlp, T);
+        nn_activation(nn, mlp, (size_t)T * g->intermediate, act);
+        nn_linear(nn, &l->fc2, mlp, h, T);
+        nn_add(nn, x, x, h, TH);
+    }
+    nn_layernorm(nn, out, x, &c->final_ln, T, g->eps);
+}
+
+struct clip_pass {
+    struct clip *c;
+    const int32_t *ids;
+    int T;
+};
+
+static void clip_pass(void *arg)
+{
+    struct clip_pass *p = arg;
+    clip_run(p->c, p->ids, p->T, p->c->cfg.layers, NULL);
+}
+
+int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
+                struct sd_err *err)
+{
+    const struct clip_config *g = &c->cfg;
+    if (T < 1 || T > g->max_positions)
+        return sd_errf(err, SD_ERR_ARG, "text encoder: %d tokens, at most %d", T, g->max_positions);
+    if (clip_skip < 0 || clip_skip >= g->layers)
+        return sd_errf(err, SD_ERR_ARG, "clip_skip %d out of range 0..%d", clip_skip, g->layers - 1);
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= g->vocab_size)
+            return sd_errf(err, SD_ERR_ARG, "token id %d outside the text encoder's vocabulary (%d)",
+                           ids[t], g->vocab_size);
+    if (c->planned_T != T) {
+        struct clip_pass p = {c, ids, T};
+        int rc = nn_prepare(&c->nn, clip_pass, &p, err);
+        if (rc)
+            return rc;
+        c->planned_T = T;
+    }
+    c->nn.arena.top = 0;
+    clip_run(c, ids, T, g->layers - clip_skip, out);
+    return SD_OK;
+}
+
+void clip_free(struct clip *c)
+{
+    if (c->layers)
+        for (int i = 0; i < c->cfg.layers; i++) {
+            struct nn_linear *ls[] = {&c->layers[i].q, &c->layers[i].k, &c->layers[i].v,
+                                      &c->layers[i].o, &c->layers[i].fc1, &c->layers[i].fc2};
+            for (int j = 0; j < 6; j++)
+                nn_linear_release(c->nn.be, ls[j]);
+        }
+    free(c->layers);
+    nn_free(&c->nn);
+    weights_free(&c->w);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,48 @@
+/* clip.h - the CLIP text encoder (transformers' CLIPTextModel).
+ *
+ * Turns 77 token ids into the [77, hidden] conditioning the UNet attends to
+ * (sd-reference.md 4.1): token + position embeddings, pre-LayerNorm
+ * transformer layers with causal self-attention, final LayerNorm.
+ * SD 1.x uses OpenAI's ViT-L/14 text tower (12 layers, quick_gelu), SD 2.x
+ * OpenCLIP ViT-H/14's (23 layers, gelu); the config says which.
+ */
+#ifndef SD_CLIP_H
+#define SD_CLIP_H
+
+#include <stdint.h>
+
+#include "model/config.h"
+#include "model/weights.h"
+#include "tensor/nn.h"
+
+struct clip_layer {
+    struct nn_norm ln1, ln2;
+    struct nn_linear q, k, v, o; /* [H, H] with bias */
+    struct nn_linear fc1;        /* [I, H] */
+    struct nn_linear fc2;        /* [H, I] */
+};
+
+struct clip {
+    struct clip_config cfg;
+    struct weights w;
+    const float *tok_emb;        /* [vocab, H] */
+    const float *pos_emb;        /* [max_positions, H] */
+    struct clip_layer *layers;   /* cfg.layers */
+    struct nn_norm final_ln;
+    struct nn nn;
+    int planned_T;               /* sequence length the arena is sized for */
+};
+
+/* Load <dir>/text_encoder (config.json + model[.variant].safetensors). */
+int clip_load(struct clip *c, const char *dir, const char *variant, const struct nn_backend *be,
+              struct sd_err *err);
+
+/* out[T, H] for ids[T] (T <= max_positions). clip_skip 0: last_hidden_state;
+ * k > 0: final_layer_norm of the output of layer (layers - k), as diffusers'
+ * clip_skip. */
+int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
+                struct sd_err *err);
+
+void clip_free(struct clip *c);
+
+#endif

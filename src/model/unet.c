@@ -1,0 +1,406 @@
+/* unet.c - see unet.h. */
+#include "model/unet.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- loading */
+
+static int transformer_load(struct weights *w, struct transformer *t, const char *prefix, int C,
+                            int heads, int n_blocks, int ctx_dim, const struct unet_config *cfg)
+{
+    char n[256];
+    t->C = C;
+    t->heads = heads;
+    t->n_blocks = n_blocks;
+    t->groups = cfg->norm_groups;
+    t->blocks = calloc(n_blocks, sizeof *t->blocks);
+    if (!t->blocks)
+        return SD_ERR_NOMEM;
+    int conv = !cfg->use_linear_projection;
+    snprintf(n, sizeof n, "%s.norm", prefix);
+    load_norm(w, &t->norm, n, C);
+    snprintf(n, sizeof n, "%s.proj_in", prefix);
+    load_linear(w, &t->proj_in, n, C, C, 1, conv);
+    snprintf(n, sizeof n, "%s.proj_out", prefix);
+    load_linear(w, &t->proj_out, n, C, C, 1, conv);
+    for (int i = 0; i < n_blocks; i++) {
+        struct tblock *b = &t->blocks[i];
+#define NAME(s) (snprintf(n, sizeof n, "%s.transformer_blocks.%d.%s", prefix, i, s), n)
+        load_norm(w, &b->norm1, NAME("norm1"), C);
+        load_norm(w, &b->norm2, NAME("norm2"), C);
+        load_norm(w, &b->norm3, NAME("norm3"), C);
+        load_linear(w, &b->q1, NAME("attn1.to_q"), C, C, 0, 0);
+        load_linear(w, &b->k1, NAME("attn1.to_k"), C, C, 0, 0);
+        load_linear(w, &b->v1, NAME("attn1.to_v"), C, C, 0, 0);
+        load_linear(w, &b->o1, NAME("attn1.to_out.0"), C, C, 1, 0);
+        load_linear(w, &b->q2, NAME("attn2.to_q"), C, C, 0, 0);
+        load_linear(w, &b->k2, NAME("attn2.to_k"), ctx_dim, C, 0, 0);
+        load_linear(w, &b->v2, NAME("attn2.to_v"), ctx_dim, C, 0, 0);
+        load_linear(w, &b->o2, NAME("attn2.to_out.0"), C, C, 1, 0);
+        load_linear(w, &b->ff1, NAME("ff.net.0.proj"), C, 8 * C, 1, 0);
+        load_linear(w, &b->ff2, NAME("ff.net.2"), 4 * C, C, 1, 0);
+#undef NAME
+    }
+    return SD_OK;
+}
+
+int unet_load(struct unet *u, const char *dir, const char *variant, const struct nn_backend *be,
+              struct sd_err *err)
+{
+    memset(u, 0, sizeof *u);
+    nn_init(&u->nn, be);
+    char path[1024], n[256];
+    snprintf(path, sizeof path, "%s/unet/config.json", dir);
+    int rc = unet_config_load(&u->cfg, path, err);
+    if (rc)
+        return rc;
+    const struct unet_config *c = &u->cfg;
+    if (c->layers_per_block + 1 > UNET_MAX_LAYERS)
+        return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: layers_per_block %d is too large", path,
+                       c->layers_per_block);
+    rc = weights_open(&u->w, dir, "unet", "diffusion_pytorch_model", variant, err);
+    if (rc)
+        return rc;
+    struct weights *w = &u->w;
+    int nb = c->n_blocks, G = c->norm_groups, C0 = c->block_out[0];
+    float eps = c->norm_eps;
+    u->temb_dim = 4 * C0;
+    int kin = c->conv_in_kernel, kout = c->conv_out_kernel;
+    load_conv(w, &u->conv_in, "conv_in", c->in_channels, C0, kin, 1, kin / 2, kin / 2);
+    load_linear(w, &u->time1, "time_embedding.linear_1", C0, u->temb_dim, 1, 0);
+    load_linear(w, &u->time2, "time_embedding.linear_2", u->temb_dim, u->temb_dim, 1, 0);
+    if (c->time_cond_proj_dim)
+        load_linear(w, &u->cond_proj, "time_embedding.cond_proj", c->time_cond_proj_dim, C0, 0, 0);
+
+    int cin = C0;
+    for (int i = 0; i < nb; i++) {
+        struct unet_block *b = &u->down[i];
+        int C = c->block_out[i];
+        b->n_res = c->layers_per_block;
+        b->has_attn = c->down_attn[i];
+        for (int j = 0; j < b->n_res; j++) {
+            snprintf(n, sizeof n, "down_blocks.%d.resnets.%d", i, j);
+            resnet_load(w, &b->res[j], n, j ? C : cin, C, u->temb_dim, G, eps);
+            if (b->has_attn) {
+                snprintf(n, sizeof n, "down_blocks.%d.attentions.%d", i, j);
+                if (transformer_load(w, &b->attn[j], n, C, c->heads[i], c->transformer_layers[i],
+                                     c->cross_attention_dim, c))
+                    return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+            }
+        }
+        b->has_sampler = i < nb - 1;
+        if (b->has_sampler) {
+            snprintf(n, sizeof n, "down_blocks.%d.downsamplers.0.conv", i);
+            load_conv(w, &b->sampler, n, C, C, 3, 2, 1, 1);
+        }
+        cin = C;
+    }
+    int Cl = c->block_out[nb - 1];
+    resnet_load(w, &u->mid_res[0], "mid_block.resnets.0", Cl, Cl, u->temb_dim, G, eps);
+    resnet_load(w, &u->mid_res[1], "mid_block.resnets.1", Cl, Cl, u->temb_dim, G, eps);
+    if (transformer_load(w, &u->mid_attn, "mid_block.attentions.0", Cl, c->heads[nb - 1],
+                         c->transformer_layers[nb - 1], c->cross_attention_dim, c))
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+
+    /* Up blocks mirror the down blocks: level i uses reversed lists, each
+     * resnet concatenates one skip tensor (sd-reference 2.7/2.8). */
+    int prev = Cl;
+    for (int i = 0; i < nb; i++) {
+        struct unet_block *b = &u->up[i];
+        int lvl = nb - 1 - i, C = c->block_out[lvl];
+        int skip_last = c->block_out[lvl > 0 ? lvl - 1 : 0];
+        b->n_res = c->layers_per_block + 1;
+        b->has_attn = c->up_attn[i];
+        for (int j = 0; j < b->n_res; j++) {
+            int skip = j == b->n_res - 1 ? skip_last : C;
+            int in = (j == 0 ? prev : C) + skip;
+            snprintf(n, sizeof n, "up_blocks.%d.resnets.%d", i, j);
+            resnet_load(w, &b->res[j], n, in, C, u->temb_dim, G, eps);
+            if (b->has_attn) {
+                snprintf(n, sizeof n, "up_blocks.%d.attentions.%d", i, j);
+                if (transformer_load(w, &b->attn[j], n, C, c->heads[lvl], c->transformer_layers[lvl],
+                                     c->cross_attention_dim, c))
+                    return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+            }
+        }
+        b->has_sampler = i < nb - 1;
+        if (b->has_sampler) {
+            snprintf(n, sizeof n, "up_blocks.%d.upsamplers.0.conv", i);
+            load_conv(w, &b->sampler, n, C, C, 3, 1, 1, 1);
+        }
+        prev = C;
+    }
+    load_norm(w, &u->norm_out, "conv_norm_out", C0);
+    load_conv(w, &u->conv_out, "conv_out", C0, c->out_channels, kout, 1, kout / 2, kout / 2);
+    return weights_status(w);
+}
+
+/* ------------------------------------------------------------- forward */
+
+/* BasicTransformerBlock on x[B, N, C] in place; ctx[B, T, D]. */
+static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int N, int C, int heads,
+                           const float *ctx, int T)
+{
+    size_t m = nn_mark(nn), BNC = (size_t)B * N * C;
+    int BN = B * N, dh = C / heads, kvn = N > T ? N : T;
+    float scale = 1.0f / sqrtf((float)dh);
+    float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *q = nn_alloc(nn, BNC);
+    float *k = nn_alloc(nn, (size_t)B * kvn * C), *v = nn_alloc(nn, (size_t)B * kvn * C);
+
+    nn_layernorm(nn, h, x, &b->norm1, BN, 1e-5f);
+    nn_linear(nn, &b->q1, h, q, BN);
+    nn_linear(nn, &b->k1, h, k, BN);
+    nn_linear(nn, &b->v1, h, v, BN);
+    nn_attention(nn, o, q, k, v, B, N, N, heads, dh, C, C, C, scale, 0);
+    nn_linear(nn, &b->o1, o, h, BN);
+    nn_add(nn, x, x, h, BNC);
+
+    nn_layernorm(nn, h, x, &b->norm2, BN, 1e-5f);
+    nn_linear(nn, &b->q2, h, q, BN);
+    nn_linear(nn, &b->k2, ctx, k, B * T);
+    nn_linear(nn, &b->v2, ctx, v, B * T);
+    nn_attention(nn, o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0);
+    nn_linear(nn, &b->o2, o, h, BN);
+    nn_add(nn, x, x, h, BNC);
+
+    nn_release(nn, m);
+    h = nn_alloc(nn, BNC);
+    float *ff = nn_alloc(nn, BNC * 8), *g = nn_alloc(nn, BNC * 4);
+    nn_layernorm(nn, h, x, &b->norm3, BN, 1e-5f);
+    nn_linear(nn, &b->ff1, h, ff, BN);
+    nn_geglu(nn, g, ff, BN, 4 * C);
+    nn_linear(nn, &b->ff2, g, h, BN);
+    nn_add(nn, x, x, h, BNC);
+    nn_release(nn, m);
+}
+
+/* Transformer2DModel on x[B, H*W, C] in place. GroupNorm eps is fixed at
+ * 1e-6 in diffusers. */
+static void transformer_forward(struct nn *nn, struct transformer *t, float *x, int B, int HW,
+                                const float *ctx, int T)
+{
+    size_t m = nn_mark(nn), n = (size_t)B * HW * t->C;
+    float *h = nn_alloc(nn, n), *y = nn_alloc(nn, n);
+    nn_groupnorm(nn, h, x, &t->norm, B, HW, t->groups, 1e-6f, 0);
+    nn_linear(nn, &t->proj_in, h, y, B * HW);
+    for (int i = 0; i < t->n_blocks; i++)
+        tblock_forward(nn, &t->blocks[i], y, B, HW, t->C, t->heads, ctx, T);
+    nn_linear(nn, &t->proj_out, y, h, B * HW);
+    nn_add(nn, x, x, h, n);
+    nn_release(nn, m);
+}
+
+/* diffusers get_timestep_embedding, in float32 as PyTorch evaluates it. */
+static void timestep_embedding(float *out, float t, int dim, int flip, float shift)
+{
+    int half = dim / 2;
+    for (int i = 0; i < half; i++) {
+        float e = (float)(-log(10000.0)) * (float)i;
+        e = e / ((float)half - shift);
+        float arg = t * expf(e);
+        float s = sinf(arg), co = cosf(arg);
+        out[flip ? half + i : i] = s;
+        out[flip ? i : half + i] = co;
+    }
+    if (dim % 2)
+        out[dim - 1] = 0;
+}
+
+struct unet_args {
+    struct unet *u;
+    const float *sample, *ctx, *tcond;
+    float t;
+    float *out;
+    int B, h, w, T;
+};
+
+static void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW)
+{
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < HW; p++)
+                dst[((size_t)b * HW + p) * C + c] = src[((size_t)b * C + c) * HW + p];
+}
+
+static void nhwc_to_nchw(float *dst, const float *src, int B, int C, int HW)
+{
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < HW; p++)
+                dst[((size_t)b * C + c) * HW + p] = src[((size_t)b * HW + p) * C + c];
+}
+
+static void unet_run(void *arg)
+{
+    struct unet_args *a = arg;
+    struct unet *u = a->u;
+    const struct unet_config *c = &u->cfg;
+    struct nn *nn = &u->nn;
+    int B = a->B, h = a->h, w = a->w, T = a->T, nb = c->n_blocks, C0 = c->block_out[0];
+    int measuring = nn_measuring(nn);
+
+    /* time embedding: the same t for every batch entry */
+    float *temb = nn_alloc(nn, C0), *e1 = nn_alloc(nn, u->temb_dim), *e2 = nn_alloc(nn, u->temb_dim);
+    float *emb = nn_alloc(nn, (size_t)B * u->temb_dim);
+    if (!measuring)
+        timestep_embedding(temb, a->t, C0, c->flip_sin_to_cos, c->freq_shift);
+    if (c->time_cond_proj_dim && a->tcond) {
+        nn_linear(nn, &u->cond_proj, a->tcond, e1, 1);
+        nn_add(nn, temb, temb, e1, C0);
+    }
+    nn_linear(nn, &u->time1, temb, e1, 1);
+    nn_activation(nn, e1, u->temb_dim, NN_SILU);
+    nn_linear(nn, &u->time2, e1, e2, 1);
+    /* every resnet applies silu to the embedding first: do it once */
+    nn_activation(nn, e2, u->temb_dim, NN_SILU);
+    if (!measuring)
+        for (int b = 0; b < B; b++)
+            memcpy(emb + (size_t)b * u->temb_dim, e2, u->temb_dim * sizeof(float));
+
+    float *x0 = nn_alloc(nn, (size_t)B * h * w * c->in_channels);
+    if (!measuring)
+        nchw_to_nhwc(x0, a->sample, B, c->in_channels, h * w);
+    float *x = nn_alloc(nn, (size_t)B * h * w * C0);
+    nn_conv2d(nn, &u->conv_in, x0, x, B, h, w);
+
+    /* Skip tensors persist on the arena stack until the up path pops them. */
+    struct { float *p; int h, w, C; } skip[CFG_MAX_BLOCKS * (UNET_MAX_LAYERS + 1) + 1];
+    int ns = 0;
+    skip[ns].p = x, skip[ns].h = h, skip[ns].w = w, skip[ns].C = C0, ns++;
+    int C = C0;
+    for (int i = 0; i < nb; i++) {
+        struct unet_block *b = &u->down[i];
+        C = c->block_out[i];
+        for (int j = 0; j < b->n_res; j++) {
+            float *y = nn_alloc(nn, (size_t)B * h * w * C);
+            resnet_forward(nn, &b->res[j], x, y, B, h, w, emb);
+            if (b->has_attn)
+                transformer_forward(nn, &b->attn[j], y, B, h * w, a->ctx, T);
+            x = y;
+            skip[ns].p = x, skip[ns].h = h, skip[ns].w = w, skip[ns].C = C, ns++;
+        }
+        if (b->has_sampler) {
+            int h2 = nn_conv2d_out_size(&b->sampler, h), w2 = nn_conv2d_out_size(&b->sampler, w);
+            float *y = nn_alloc(nn, (size_t)B * h2 * w2 * C);
+            nn_conv2d(nn, &b->sampler, x, y, B, h, w);
+            x = y, h = h2, w = w2;
+            skip[ns].p = x, skip[ns].h = h, skip[ns].w = w, skip[ns].C = C, ns++;
+        }
+    }
+
+    float *y = nn_alloc(nn, (size_t)B * h * w * C);
+    resnet_forward(nn, &u->mid_res[0], x, y, B, h, w, emb);
+    transformer_forward(nn, &u->mid_attn, y, B, h * w, a->ctx, T);
+    x = nn_alloc(nn, (size_t)B * h * w * C);
+    resnet_forward(nn, &u->mid_res[1], y, x, B, h, w, emb);
+
+    for (int i = 0; i < nb; i++) {
+        struct unet_block *b = &u->up[i];
+        int Cout = c->block_out[nb - 1 - i];
+        for (int j = 0; j < b->n_res; j++) {
+            ns--;
+            float *out = nn_alloc(nn, (size_t)B * h * w * Cout);
+            size_t m = nn_mark(nn);
+            float *cat = nn_alloc(nn, (size_t)B * h * w * (C + skip[ns].C));
+            nn_concat_channels(nn, cat, x, C, skip[ns].p, skip[ns].C, (size_t)B * h * w);
+            resnet_forward(nn, &b->res[j], cat, out, B, h, w, emb);
+            nn_release(nn, m);
+            if (b->has_attn)
+                transformer_forward(nn, &b->attn[j], out, B, h * w, a->ctx, T);
+            x = out, C = Cout;
+        }
+        if (b->has_sampler) {
+            /* Upsample to the size of the skip tensor it meets next: 2x, or
+             * the odd size a stride-2 convolution came down from. */
+            int h2 = skip[ns - 1].h, w2 = skip[ns - 1].w;
+            float *out = nn_alloc(nn, (size_t)B * h2 * w2 * C);
+            size_t m = nn_mark(nn);
+            float *up = nn_alloc(nn, (size_t)B * h2 * w2 * C);
+            nn_upsample_nearest(nn, up, x, B, h, w, C, h2, w2);
+            nn_conv2d(nn, &b->sampler, up, out, B, h2, w2);
+            nn_release(nn, m);
+            x = out, h = h2, w = w2;
+        }
+    }
+    float *hn = nn_alloc(nn, (size_t)B * h * w * C0);
+    nn_groupnorm(nn, hn, x, &u->norm_out, B, h * w, c->norm_groups, c->norm_eps, 1);
+    float *o = nn_alloc(nn, (size_t)B * h * w * c->out_channels);
+    nn_conv2d(nn, &u->conv_out, hn, o, B, h, w);
+    if (!measuring)
+        nhwc_to_nchw(a->out, o, B, c->out_channels, h * w);
+}
+
+int unet_prepare(struct unet *u, int B, int h, int w, int T, struct sd_err *err)
+{
+    if (u->planned_B == B && u->planned_h == h && u->planned_w == w && u->planned_T == T)
+        return SD_OK;
+    struct unet_args a = {.u = u, .B = B, .h = h, .w = w, .T = T};
+    int rc = nn_prepare(&u->nn, unet_run, &a, err);
+    if (rc)
+        return rc;
+    u->planned_B = B, u->planned_h = h, u->planned_w = w, u->planned_T = T;
+    return SD_OK;
+}
+
+int unet_forward(struct unet *u, const float *sample, float t, const float *ctx, int T,
+                 const float *tcond, float *out, int B, int h, int w, struct sd_err *err)
+{
+    int rc = unet_prepare(u, B, h, w, T, err);
+    if (rc)
+        return rc;
+    struct unet_args a = {u, sample, ctx, tcond, t, out, B, h, w, T};
+    u->nn.arena.top = 0;
+    unet_run(&a);
+    return SD_OK;
+}
+
+/* ------------------------------------------------------------- freeing */
+
+static void transformer_release(const struct nn_backend *be, struct transformer *t)
+{
+    nn_linear_release(be, &t->proj_in);
+    nn_linear_release(be, &t->proj_out);
+    for (int i = 0; t->blocks && i < t->n_blocks; i++) {
+        struct tblock *b = &t->blocks[i];
+        struct nn_linear *ls[] = {&b->q1, &b->k1, &b->v1, &b->o1, &b->q2, &b->k2,
+                                  &b->v2, &b->o2, &b->ff1, &b->ff2};
+        for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++)
+            nn_linear_release(be, ls[j]);
+    }
+    free(t->blocks);
+    t->blocks = NULL;
+}
+
+static void block_release(const struct nn_backend *be, struct unet_block *b)
+{
+    for (int j = 0; j < UNET_MAX_LAYERS; j++) {
+        resnet_release(be, &b->res[j]);
+        transformer_release(be, &b->attn[j]);
+    }
+    nn_conv2d_release(be, &b->sampler);
+}
+
+void unet_free(struct unet *u)
+{
+    const struct nn_backend *be = u->nn.be;
+    if (be) {
+        for (int i = 0; i < CFG_MAX_BLOCKS; i++) {
+            block_release(be, &u->down[i]);
+            block_release(be, &u->up[i]);
+        }
+        resnet_release(be, &u->mid_res[0]);
+        resnet_release(be, &u->mid_res[1]);
+        transformer_release(be, &u->mid_attn);
+        nn_conv2d_release(be, &u->conv_in);
+        nn_conv2d_release(be, &u->conv_out);
+        nn_linear_release(be, &u->time1);
+        nn_linear_release(be, &u->time2);
+        nn_linear_release(be, &u->cond_proj);
+    }
+    nn_free(&u->nn);
+    weights_free(&u->w);
+    memset(u, 0, sizeof *u);
+}

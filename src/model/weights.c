@@ -1,0 +1,150 @@
+/* weights.c - see weights.h. */
+#include "model/weights.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/safetensors.h"
+
+static int file_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+int weights_open(struct weights *w, const char *dir, const char *component, const char *base,
+                 const char *variant, struct sd_err *err)
+{
+    memset(w, 0, sizeof *w);
+    w->err = err;
+    char alt[1100];
+    if (variant && *variant)
+        snprintf(w->path, sizeof w->path, "%s/%s/%s.%s.safetensors", dir, component, base, variant);
+    else
+        snprintf(w->path, sizeof w->path, "%s/%s/%s.safetensors", dir, component, base);
+    if (!file_exists(w->path)) {
+        /* Say what is there instead, if anything useful. */
+        snprintf(alt, sizeof alt, "%s/%s/%s.bin", dir, component, base);
+        if (file_exists(alt))
+            return w->status = sd_errf(err, SD_ERR_UNSUPPORTED,
+                                       "%s: PyTorch pickle weights are not supported; convert them to "
+                                       "safetensors (e.g. diffusers' save_pretrained(..., "
+                                       "safe_serialization=True))", alt);
+        snprintf(alt, sizeof alt, "%s/%s/%s.safetensors.index.json", dir, component, base);
+        if (file_exists(alt))
+            return w->status = sd_errf(err, SD_ERR_UNSUPPORTED,
+                                       "%s: sharded weights are not supported", alt);
+        if (variant && *variant) {
+            snprintf(alt, sizeof alt, "%s/%s/%s.safetensors", dir, component, base);
+            if (file_exists(alt))
+                return w->status = sd_errf(err, SD_ERR_IO, "%s: missing (variant \"%s\" not found; "
+                                           "the folder has the default weights)", w->path, variant);
+        } else {
+            snprintf(alt, sizeof alt, "%s/%s/%s.fp16.safetensors", dir, component, base);
+            if (file_exists(alt))
+                return w->status = sd_errf(err, SD_ERR_IO, "%s: missing (the folder has the \"fp16\" "
+                                           "variant: use --variant fp16)", w->path);
+        }
+        return w->status = sd_errf(err, SD_ERR_IO, "%s: missing", w->path);
+    }
+    w->status = st_open(&w->file, w->path, err);
+    return w->status;
+}
+
+static int fail(struct weights *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct weights *w, int code, const char *fmt, ...)
+{
+    if (w->status)
+        return w->status;
+    char msg[SD_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return w->status = sd_errf(w->err, code, "%s: %s", w->path, msg);
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const int64_t *d)
+{
+    size_t o = 0;
+    o += snprintf(buf + o, len - o, "[");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)d[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+const float *weights_get(struct weights *w, const char *name, int ndim, ...)
+{
+    if (w->status)
+        return NULL;
+    int64_t want[ST_MAX_DIMS];
+    va_list ap;
+    va_start(ap, ndim);
+    for (int i = 0; i < ndim && i < ST_MAX_DIMS; i++)
+        want[i] = va_arg(ap, int);
+    va_end(ap);
+    const struct st_tensor *t = st_find(w->file, name);
+    if (!t) {
+        fail(w, SD_ERR_FORMAT, "missing tensor '%s'", name);
+        return NULL;
+    }
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == want[i];
+    if (!same) {
+        char a[128], b[128];
+        shape_str(a, sizeof a, t->ndim, t->shape);
+        shape_str(b, sizeof b, ndim, want);
+        fail(w, SD_ERR_FORMAT, "tensor '%s' has shape %s but the config implies %s", name, a, b);
+        return NULL;
+    }
+    w->n_used++;
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0)
+        return (const float *)(const void *)t->data;
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
+        fail(w, SD_ERR_UNSUPPORTED, "tensor '%s' has dtype %s (supported: F32, F16, BF16)", name,
+             st_dtype_name(t->dtype));
+        return NULL;
+    }
+    if (w->n_owned == w->cap_owned) {
+        int cap = w->cap_owned ? w->cap_owned * 2 : 256;
+        float **p = realloc(w->owned, cap * sizeof *p);
+        if (!p) {
+            fail(w, SD_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        w->owned = p;
+        w->cap_owned = cap;
+    }
+    float *buf = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    if (!buf) {
+        fail(w, SD_ERR_NOMEM, "out of memory converting '%s'", name);
+        return NULL;
+    }
+    struct sd_err e;
+    if (st_to_f32(t, buf, &e)) {
+        free(buf);
+        fail(w, e.code, "tensor '%s': %s", name, e.msg);
+        return NULL;
+    }
+    w->owned[w->n_owned++] = buf;
+    return buf;
+}
+
+int weights_has(const struct weights *w, const char *name)
+{
+    return w->file && st_find(w->file, name) != NULL;
+}
+
+void weights_free(struct weights *w)
+{
+    for (int i = 0; i < w->n_owned; i++)
+        free(w->owned[i]);
+    free(w->owned);
+    st_close(w->file);
+    memset(w, 0, sizeof *w);
+}

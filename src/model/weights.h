@@ -1,0 +1,52 @@
+/* weights.h - a network component's weights, looked up by name and shape.
+ *
+ * Opens `<dir>/<component>/<base>[.<variant>].safetensors` (memory-mapped)
+ * and hands out float32 pointers for named tensors after checking their
+ * shape against what the config implies. F32 tensors that are 4-byte
+ * aligned in the file are used in place (zero copy: the model's weights stay
+ * in the page cache); F16/BF16/F64 tensors, or unaligned F32 ones, are
+ * converted once into buffers owned by the `struct weights`.
+ *
+ * Errors are sticky: the first missing tensor or bad shape is recorded and
+ * every later weights_get returns NULL, so a loader reads like a list and
+ * checks weights_status() once at the end.
+ *
+ * All pointers stay valid until weights_free().
+ */
+#ifndef SD_WEIGHTS_H
+#define SD_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "util/err.h"
+
+struct st_file;
+
+struct weights {
+    struct st_file *file;
+    char path[1024];
+    float **owned;      /* converted tensors */
+    int n_owned, cap_owned;
+    int n_used;         /* tensors handed out */
+    int status;
+    struct sd_err *err;
+};
+
+/* base: "diffusion_pytorch_model" (unet, vae) or "model" (text encoder).
+ * variant: NULL or e.g. "fp16". A missing file gets a message that names
+ * what is there instead (a .bin pickle to convert, another variant). */
+int weights_open(struct weights *w, const char *dir, const char *component, const char *base,
+                 const char *variant, struct sd_err *err);
+
+/* The tensor `name` as float32 with exactly the given dims (ndim ints follow). */
+const float *weights_get(struct weights *w, const char *name, int ndim, ...);
+
+/* 1 if the file has a tensor of that name (for alternative spellings). */
+int weights_has(const struct weights *w, const char *name);
+
+/* SD_OK, or the first error (also in the err given to weights_open). */
+static inline int weights_status(const struct weights *w) { return w->status; }
+
+void weights_free(struct weights *w);
+
+#endif

@@ -1,0 +1,206 @@
+/* nn.h - the engine's op interface: layers, compute backends, dispatch.
+ *
+ * Data layout. Activations are float32, channels-last: an image batch is
+ * [B, H, W, C] (NHWC) and a token sequence [B, N, C]. That is the layout the
+ * fastest CPU convolutions want, and it makes a feature map and its
+ * attention tokens the same memory (token = row*W + col, as in diffusers),
+ * so transformer blocks need no transposes. Weights keep PyTorch's layouts:
+ * Conv2d [out, in, kh, kw], Linear [out, in].
+ *
+ * Backends. Every op has a plain reference implementation (ops_ref.c,
+ * single-threaded loops, readable) and a fast one (ops_cpu.c: OpenMP and
+ * oneDNN). Both fill the same `struct nn_backend`; tests run each op on both
+ * and compare. Networks only call the nn_* dispatch functions below.
+ *
+ * Measure mode. While the context's arena is measuring (arena.h), the
+ * dispatch functions skip the computation and instead let the backend plan
+ * the op (create oneDNN primitives for these shapes). Running a network's
+ * forward once in measure mode therefore sizes its activation memory and
+ * prepares all kernels; the real passes then allocate nothing.
+ */
+#ifndef SD_NN_H
+#define SD_NN_H
+
+#include <stddef.h>
+
+#include "tensor/arena.h"
+#include "util/err.h"
+
+/* Conv2d, zero padding pad_lo on top/left and pad_hi on bottom/right
+ * (equal for PyTorch's padding=p; the VAE encoder's downsampler pads (0,1)). */
+struct nn_conv2d {
+    int cin, cout, k, stride, pad_lo, pad_hi;
+    const float *w;   /* [cout, cin, k, k] */
+    const float *b;   /* [cout] or NULL */
+    void *be_state;   /* owned by the backend (prepared weights, kernels) */
+};
+
+/* Linear: y = x W^T + b. */
+struct nn_linear {
+    int in, out;
+    const float *w;   /* [out, in] */
+    const float *b;   /* [out] or NULL */
+    void *be_state;
+};
+
+/* Affine parameters of a GroupNorm / LayerNorm over c channels. */
+struct nn_norm {
+    int c;
+    const float *w, *b; /* [c] */
+};
+
+enum nn_act { NN_SILU, NN_GELU, NN_QUICK_GELU };
+
+static inline int nn_conv2d_out_size(const struct nn_conv2d *l, int n)
+{
+    return (n + l->pad_lo + l->pad_hi - l->k) / l->stride + 1;
+}
+
+struct nn_backend {
+    const char *name;
+    /* out[B,OH,OW,cout] = conv(in[B,H,W,cin]) */
+    void (*conv2d)(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W);
+    /* Optional: prepare for these input sizes (called in measure mode). */
+    int (*conv2d_plan)(struct nn_conv2d *l, int B, int H, int W, struct sd_err *err);
+    /* out[M,out] = in[M,in] W^T + b */
+    void (*linear)(const struct nn_linear *l, const float *in, float *out, int M);
+    int (*linear_plan)(struct nn_linear *l, int M, struct sd_err *err);
+    /* Release whatever plan() attached to a layer. */
+    void (*layer_release)(void **be_state);
+    /* GroupNorm over [B, HW, C] with G groups; silu != 0 applies SiLU after. */
+    void (*groupnorm)(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
+                      float eps, int silu);
+    /* LayerNorm over the last dimension of [N, C]. */
+    void (*layernorm)(float *out, const float *in, const struct nn_norm *n, int N, float eps);
+    /* Multi-head attention. q: [B, Nq, heads*dh] with row stride ldq floats,
+     * k/v: [B, Nk, heads*dh] with row strides ldk/ldv, out: [B, Nq, heads*dh]
+     * (stride heads*dh). Head h uses channels h*dh .. h*dh+dh-1.
+     * out = softmax(q k^T * scale (+ causal mask)) v, per batch and head.
+     * ws: attention_ws(Nq, Nk) floats of scratch (attention_ws may be NULL: none). */
+    void (*attention)(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                      int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
+                      float *ws);
+    size_t (*attention_ws)(int Nq, int Nk);
+    /* out[N, F] = in[N, :F] * gelu(in[N, F:2F]) */
+    void (*geglu)(float *out, const float *in, size_t N, int F);
+    void (*activation)(float *x, size_t n, enum nn_act act);
+    /* out = a + b (out may alias a or b) */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    /* x[b, p, c] += bias[b*C + c] for p < HW */
+    void (*add_channel_bias)(float *x, const float *bias, int B, int HW, int C);
+    /* Nearest-neighbour resize [B,H,W,C] -> [B,OH,OW,C] (PyTorch "nearest"). */
+    void (*upsample_nearest)(float *out, const float *in, int B, int H, int W, int C, int OH, int OW);
+    /* out[p, :] = concat(a[p, :Ca], b[p, :Cb]) for p < npix */
+    void (*concat_channels)(float *out, const float *a, int Ca, const float *b, int Cb, size_t npix);
+};
+
+extern const struct nn_backend nn_backend_ref; /* ops_ref.c */
+extern const struct nn_backend nn_backend_cpu; /* ops_cpu.c */
+
+/* Per-network execution context. */
+struct nn {
+    const struct nn_backend *be;
+    struct arena arena;
+    int status;          /* first planning error (measure mode) */
+    struct sd_err err;
+};
+
+static inline int nn_measuring(const struct nn *nn) { return nn->arena.measuring; }
+static inline float *nn_alloc(struct nn *nn, size_t n) { return arena_alloc(&nn->arena, n); }
+static inline size_t nn_mark(struct nn *nn) { return arena_mark(&nn->arena); }
+static inline void nn_release(struct nn *nn, size_t m) { arena_release(&nn->arena, m); }
+
+static inline void nn_conv2d(struct nn *nn, struct nn_conv2d *l, const float *in, float *out,
+                             int B, int H, int W)
+{
+    if (nn_measuring(nn)) {
+        if (!nn->status && nn->be->conv2d_plan)
+            nn->status = nn->be->conv2d_plan(l, B, H, W, &nn->err);
+        return;
+    }
+    nn->be->conv2d(l, in, out, B, H, W);
+}
+
+static inline void nn_linear(struct nn *nn, struct nn_linear *l, const float *in, float *out, int M)
+{
+    if (nn_measuring(nn)) {
+        if (!nn->status && nn->be->linear_plan)
+            nn->status = nn->be->linear_plan(l, M, &nn->err);
+        return;
+    }
+    nn->be->linear(l, in, out, M);
+}
+
+static inline void nn_groupnorm(struct nn *nn, float *out, const float *in, const struct nn_norm *n,
+                                int B, int HW, int G, float eps, int silu)
+{
+    if (!nn_measuring(nn))
+        nn->be->groupnorm(out, in, n, B, HW, G, eps, silu);
+}
+
+static inline void nn_layernorm(struct nn *nn, float *out, const float *in, const struct nn_norm *n,
+                                int N, float eps)
+{
+    if (!nn_measuring(nn))
+        nn->be->layernorm(out, in, n, N, eps);
+}
+
+static inline void nn_attention(struct nn *nn, float *out, const float *q, const float *k,
+                                const float *v, int B, int Nq, int Nk, int heads, int dh, int ldq,
+                                int ldk, int ldv, float scale, int causal)
+{
+    size_t m = nn_mark(nn);
+    float *ws = nn->be->attention_ws ? nn_alloc(nn, nn->be->attention_ws(Nq, Nk)) : NULL;
+    if (!nn_measuring(nn))
+        nn->be->attention(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws);
+    nn_release(nn, m);
+}
+
+static inline void nn_geglu(struct nn *nn, float *out, const float *in, size_t N, int F)
+{
+    if (!nn_measuring(nn))
+        nn->be->geglu(out, in, N, F);
+}
+
+static inline void nn_activation(struct nn *nn, float *x, size_t n, enum nn_act act)
+{
+    if (!nn_measuring(nn))
+        nn->be->activation(x, n, act);
+}
+
+static inline void nn_add(struct nn *nn, float *out, const float *a, const float *b, size_t n)
+{
+    if (!nn_measuring(nn))
+        nn->be->add(out, a, b, n);
+}
+
+static inline void nn_add_channel_bias(struct nn *nn, float *x, const float *bias, int B, int HW, int C)
+{
+    if (!nn_measuring(nn))
+        nn->be->add_channel_bias(x, bias, B, HW, C);
+}
+
+static inline void nn_upsample_nearest(struct nn *nn, float *out, const float *in, int B, int H, int W,
+                                       int C, int OH, int OW)
+{
+    if (!nn_measuring(nn))
+        nn->be->upsample_nearest(out, in, B, H, W, C, OH, OW);
+}
+
+static inline void nn_concat_channels(struct nn *nn, float *out, const float *a, int Ca,
+                                      const float *b, int Cb, size_t npix)
+{
+    if (!nn_measuring(nn))
+        nn->be->concat_channels(out, a, Ca, b, Cb, npix);
+}
+
+/* Source index of PyTorch's "nearest" resize for output index dst. */
+int nn_nearest_src(int dst, int in, int out);
+
+void nn_init(struct nn *nn, const struct nn_backend *be);
+void nn_free(struct nn *nn);
+/* Release backend state attached to layers (call before freeing weights). */
+void nn_conv2d_release(const struct nn_backend *be, struct nn_conv2d *l);
+void nn_linear_release(const struct nn_backend *be, struct nn_linear *l);
+
+#endif

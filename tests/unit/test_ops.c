@@ -1,0 +1,180 @@
+/* test_ops.c - the fast CPU backend against the reference backend, op by op. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/nn.h"
+#include "test.h"
+
+static uint32_t rng_state = 12345;
+static float frand(void)
+{
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return ((rng_state >> 8) / 16777216.0f) * 2.0f - 1.0f;
+}
+
+static float *rand_buf(size_t n, float scale)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand() * scale;
+    return p;
+}
+
+/* max |a-b| / (1 + max|b|) */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || d != d)
+            md = d;
+        if (fabs(b[i]) > mb)
+            mb = fabs(b[i]);
+    }
+    return md / (1 + mb);
+}
+
+static void check_conv(int B, int cin, int cout, int k, int stride, int plo, int phi, int H, int W,
+                       int bias)
+{
+    struct nn_conv2d l = {cin, cout, k, stride, plo, phi, NULL, NULL, NULL};
+    float *w = rand_buf((size_t)cout * cin * k * k, 0.3f), *b = rand_buf(cout, 0.5f);
+    l.w = w;
+    l.b = bias ? b : NULL;
+    int OH = nn_conv2d_out_size(&l, H), OW = nn_conv2d_out_size(&l, W);
+    size_t nin = (size_t)B * H * W * cin, nout = (size_t)B * OH * OW * cout;
+    float *x = rand_buf(nin, 1.0f), *y0 = calloc(nout, 4), *y1 = calloc(nout, 4);
+    nn_backend_ref.conv2d(&l, x, y0, B, H, W);
+    struct sd_err err;
+    CHECK(nn_backend_cpu.conv2d_plan(&l, B, H, W, &err) == SD_OK);
+    nn_backend_cpu.conv2d(&l, x, y1, B, H, W);
+    double d = rel_diff(y1, y0, nout);
+    CHECK_MSG(d < 1e-5, "conv %dx%d %d->%d k%d s%d pad(%d,%d): rel diff %g", H, W, cin, cout, k,
+              stride, plo, phi, d);
+    /* a second shape on the same layer reuses the reordered weights */
+    nn_backend_cpu.conv2d_plan(&l, B, H + 2, W, &err);
+    nn_backend_cpu.layer_release(&l.be_state);
+    CHECK(l.be_state == NULL);
+    free(w), free(b), free(x), free(y0), free(y1);
+}
+
+TEST(ops_conv2d)
+{
+    check_conv(1, 4, 8, 3, 1, 1, 1, 9, 7, 1);
+    check_conv(2, 16, 32, 3, 1, 1, 1, 16, 16, 1);
+    check_conv(2, 32, 16, 1, 1, 0, 0, 5, 6, 1);
+    check_conv(2, 8, 8, 3, 2, 1, 1, 7, 10, 1);  /* UNet downsample, odd size */
+    check_conv(1, 8, 8, 3, 2, 0, 1, 8, 6, 1);   /* VAE encoder downsample */
+    check_conv(1, 3, 16, 3, 1, 1, 1, 8, 8, 0);
+}
+
+TEST(ops_linear)
+{
+    int M = 77, K = 48, N = 96;
+    float *w = rand_buf((size_t)N * K, 0.3f), *b = rand_buf(N, 1), *x = rand_buf((size_t)M * K, 1);
+    float *y0 = malloc((size_t)M * N * 4), *y1 = malloc((size_t)M * N * 4);
+    struct nn_linear l = {K, N, w, b, NULL};
+    nn_backend_ref.linear(&l, x, y0, M);
+    nn_backend_cpu.linear(&l, x, y1, M);
+    CHECK(rel_diff(y1, y0, (size_t)M * N) < 1e-5);
+    l.b = NULL;
+    nn_backend_ref.linear(&l, x, y0, M);
+    nn_backend_cpu.linear(&l, x, y1, M);
+    CHECK(rel_diff(y1, y0, (size_t)M * N) < 1e-5);
+    free(w), free(b), free(x), free(y0), free(y1);
+}
+
+TEST(ops_norms)
+{
+    int B = 2, HW = 37, C = 24, G = 8;
+    size_t n = (size_t)B * HW * C;
+    float *x = rand_buf(n, 3), *g = rand_buf(C, 1), *bb = rand_buf(C, 1);
+    for (size_t i = 0; i < n; i++)
+        x[i] += 5; /* a mean far from 0 tests the variance computation */
+    float *y0 = malloc(n * 4), *y1 = malloc(n * 4);
+    struct nn_norm nm = {C, g, bb};
+    for (int silu = 0; silu < 2; silu++) {
+        nn_backend_ref.groupnorm(y0, x, &nm, B, HW, G, 1e-5f, silu);
+        nn_backend_cpu.groupnorm(y1, x, &nm, B, HW, G, 1e-5f, silu);
+        CHECK(rel_diff(y1, y0, n) < 1e-5);
+    }
+    nn_backend_ref.layernorm(y0, x, &nm, B * HW, 1e-5f);
+    nn_backend_cpu.layernorm(y1, x, &nm, B * HW, 1e-5f);
+    CHECK(rel_diff(y1, y0, n) < 1e-5);
+    free(x), free(g), free(bb), free(y0), free(y1);
+}
+
+static void check_attention(int B, int Nq, int Nk, int heads, int dh, int causal, int stride_extra)
+{
+    int C = heads * dh, ld = C + stride_extra;
+    float *q = rand_buf((size_t)B * Nq * ld, 1), *k = rand_buf((size_t)B * Nk * ld, 1),
+          *v = rand_buf((size_t)B * Nk * ld, 1);
+    float *o0 = malloc((size_t)B * Nq * C * 4), *o1 = malloc((size_t)B * Nq * C * 4);
+    float scale = 1.0f / sqrtf((float)dh);
+    nn_backend_ref.attention(o0, q, k, v, B, Nq, Nk, heads, dh, ld, ld, ld, scale, causal, NULL);
+    float *ws = malloc(nn_backend_cpu.attention_ws(Nq, Nk) * 4);
+    nn_backend_cpu.attention(o1, q, k, v, B, Nq, Nk, heads, dh, ld, ld, ld, scale, causal, ws);
+    double d = rel_diff(o1, o0, (size_t)B * Nq * C);
+    CHECK_MSG(d < 1e-5, "attention B%d Nq%d Nk%d h%d dh%d causal%d: %g", B, Nq, Nk, heads, dh, causal, d);
+    free(q), free(k), free(v), free(o0), free(o1), free(ws);
+}
+
+TEST(ops_attention)
+{
+    check_attention(2, 77, 77, 4, 8, 1, 0);     /* CLIP */
+    check_attention(2, 150, 150, 2, 16, 0, 0);  /* self-attention, partial block */
+    check_attention(2, 130, 77, 2, 16, 0, 0);   /* cross-attention */
+    check_attention(1, 64, 64, 1, 32, 0, 64);   /* strided rows (fused qkv) */
+}
+
+TEST(ops_elementwise)
+{
+    size_t N = 33;
+    int F = 20;
+    float *x = rand_buf(N * 2 * F, 3), *y0 = malloc(N * F * 4), *y1 = malloc(N * F * 4);
+    nn_backend_ref.geglu(y0, x, N, F);
+    nn_backend_cpu.geglu(y1, x, N, F);
+    CHECK(rel_diff(y1, y0, N * F) < 1e-6);
+    for (int a = NN_SILU; a <= NN_QUICK_GELU; a++) {
+        memcpy(y0, x, N * F * 4);
+        memcpy(y1, x, N * F * 4);
+        nn_backend_ref.activation(y0, N * F, a);
+        nn_backend_cpu.activation(y1, N * F, a);
+        CHECK(rel_diff(y1, y0, N * F) < 1e-6);
+    }
+    /* nearest resize, 2x and to odd explicit sizes */
+    int B = 2, H = 3, W = 5, C = 4;
+    float *img = rand_buf((size_t)B * H * W * C, 1), *u0 = malloc(4 * 7 * 11 * B * C * 4),
+          *u1 = malloc(4 * 7 * 11 * B * C * 4);
+    int sizes[][2] = {{6, 10}, {7, 11}, {5, 9}};
+    for (int s = 0; s < 3; s++) {
+        int OH = sizes[s][0], OW = sizes[s][1];
+        nn_backend_ref.upsample_nearest(u0, img, B, H, W, C, OH, OW);
+        nn_backend_cpu.upsample_nearest(u1, img, B, H, W, C, OH, OW);
+        CHECK(memcmp(u0, u1, (size_t)B * OH * OW * C * 4) == 0);
+    }
+    CHECK_EQ_INT(nn_nearest_src(5, 3, 6), 2);
+    CHECK_EQ_INT(nn_nearest_src(4, 3, 5), 2); /* floor(4 * 0.6) */
+    free(x), free(y0), free(y1), free(img), free(u0), free(u1);
+}
+
+TEST(ops_arena_measure)
+{
+    struct arena a;
+    arena_init(&a);
+    arena_begin_measure(&a);
+    float *p = arena_alloc(&a, 10);
+    size_t m = arena_mark(&a);
+    float *q = arena_alloc(&a, 100);
+    CHECK(p != q);
+    arena_release(&a, m);
+    arena_alloc(&a, 50);
+    CHECK(arena_end_measure(&a, NULL) == SD_OK);
+    CHECK(a.cap >= (64 + 448));
+    p = arena_alloc(&a, 10);
+    q = arena_alloc(&a, 100);
+    q[99] = 1;
+    CHECK((size_t)((char *)q - (char *)p) == 64);
+    arena_free(&a);
+}
