@@ -28,7 +28,7 @@ $(BUILD)/obj/src/tensor/%.o: CFLAGS += -ffp-contract=fast
 LIB_SRC  := $(wildcard src/util/*.c src/tensor/*.c src/model/*.c src/server/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/unit/*.c)
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SRC := $(filter-out tests/fuzz/fuzz_main.c,$(wildcard tests/fuzz/fuzz_*.c))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -67,10 +67,12 @@ asan:
 # libFuzzer binaries, one per target: build-fuzz/fuzz_<name>
 fuzz:
 	$(MAKE) CC=clang BUILD=build-fuzz OPT=-O1 \
-	    SAN="-fsanitize=fuzzer-no-link,address,undefined" $(BUILD:build=build-fuzz)/libdiffusiond.a
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION" \
+	    build-fuzz/libdiffusiond.a
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang $$n"; \
-	  clang -std=c11 -g -O1 -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fopenmp \
+	  clang -std=c11 -g -O1 -Isrc -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
+	    -fsanitize=fuzzer,address,undefined -fopenmp \
 	    -o build-fuzz/$$n $$f build-fuzz/libdiffusiond.a $(LDLIBS) || exit 1; done
 
 clean:
