@@ -136,6 +136,10 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
                 struct sd_image *out, struct sd_err *err);
 void sd_image_free(struct sd_image *img);
 
+/* The final latents [c, h, w] (NCHW, before VAE scaling) of the last
+ * successful sd_generate on m; for tests and diagnostics. NULL if none. */
+const float *sd_last_latents(const sd_model *m, int *c, int *h, int *w);
+
 /* Encode img as an 8-bit RGB PNG with a tEXt "parameters" chunk in the A1111
  * convention (prompt, negative prompt, steps, sampler, CFG, seed, size, model).
  * *png is malloc'd; the caller frees it. */

@@ -24,15 +24,21 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
     const struct clip_config *g = &c->cfg;
     int H = g->hidden, I = g->intermediate;
     struct weights *w = &c->w;
-    c->tok_emb = weights_get(w, "text_model.embeddings.token_embedding.weight", 2, g->vocab_size, H);
-    c->pos_emb = weights_get(w, "text_model.embeddings.position_embedding.weight", 2, g->max_positions, H);
+    /* transformers <= 4 writes "text_model.*" names (every SD release);
+     * transformers 5 drops the prefix. Accept both. */
+    const char *pre = weights_has(w, "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+    char n[192];
+    snprintf(n, sizeof n, "%sembeddings.token_embedding.weight", pre);
+    c->tok_emb = weights_get(w, n, 2, g->vocab_size, H);
+    snprintf(n, sizeof n, "%sembeddings.position_embedding.weight", pre);
+    c->pos_emb = weights_get(w, n, 2, g->max_positions, H);
     c->layers = calloc(g->layers, sizeof *c->layers);
     if (!c->layers)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     for (int i = 0; i < g->layers; i++) {
         struct clip_layer *l = &c->layers[i];
-        char p[128], n[192];
-        snprintf(p, sizeof p, "text_model.encoder.layers.%d", i);
+        char p[96];
+        snprintf(p, sizeof p, "%sencoder.layers.%d", pre, i);
 #define NAME(s) (snprintf(n, sizeof n, "%s.%s", p, s), n)
         load_norm(w, &l->ln1, NAME("layer_norm1"), H);
         load_norm(w, &l->ln2, NAME("layer_norm2"), H);
@@ -44,7 +50,8 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
         load_linear(w, &l->fc2, NAME("mlp.fc2"), I, H, 1, 0);
 #undef NAME
     }
-    load_norm(w, &c->final_ln, "text_model.final_layer_norm", H);
+    snprintf(n, sizeof n, "%sfinal_layer_norm", pre);
+    load_norm(w, &c->final_ln, n, H);
     return weights_status(w);
 }
 

@@ -1,0 +1,222 @@
+/* generate.c - `diffusiond generate`: one prompt, one PNG. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "sd.h"
+#include "util/png.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: diffusiond generate --model DIR --prompt TEXT --output FILE.png [options]\n"
+            "\n"
+            "  --model DIR             diffusers model folder (or $DIFFUSIOND_MODEL)\n"
+            "  --variant NAME          weights variant, e.g. fp16 (*.fp16.safetensors)\n"
+            "  --prompt TEXT           what to draw\n"
+            "  --negative-prompt TEXT  what to avoid (default: empty)\n"
+            "  --steps N               denoising steps (50)\n"
+            "  --guidance G            classifier-free guidance scale (7.5; <= 1 disables it)\n"
+            "  --seed S                random seed (default: random, printed)\n"
+            "  --width W --height H    image size, multiples of 8 (model default)\n"
+            "  --scheduler NAME        pndm ddim euler euler_a dpmpp_2m dpmpp_2m_karras lcm\n"
+            "                          (default: the model's)\n"
+            "  --eta E                 DDIM eta, 0..1 (0)\n"
+            "  --clip-skip N           use the text encoder's N-th last layer (diffusers' clip_skip)\n"
+            "  --threads N             compute threads (default: all cores)\n"
+            "  --output FILE.png       where to write the image\n"
+            "  --quiet                 no progress output\n");
+}
+
+/* Strict number parsing: the whole argument must be a number in range. */
+static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "diffusiond: error: %s must be an integer between %ld and %ld (got '%s')\n",
+                opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *s, float lo, float hi, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "diffusiond: error: %s must be a number between %g and %g (got '%s')\n", opt,
+                (double)lo, (double)hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+struct bar {
+    int tty, quiet;
+    double text_s;
+};
+
+/* Progress on stderr: a redrawn bar on a terminal, nothing per step otherwise
+ * (the summary line comes at the end). */
+static void on_progress(void *user, const struct sd_progress *p)
+{
+    struct bar *b = user;
+    if (p->phase == SD_PHASE_TEXT)
+        b->text_s = p->elapsed;
+    if (b->quiet || !b->tty || p->phase != SD_PHASE_DENOISE)
+        return;
+    double per = (p->elapsed - b->text_s) / p->step;
+    double eta = per * (p->total - p->step);
+    int width = 30, fill = p->total ? width * p->step / p->total : width;
+    fprintf(stderr, "\r[%.*s%*s] step %d/%d  %.2f s/step  ETA %.0f s ", fill,
+            "##############################", width - fill, "", p->step, p->total, per, eta);
+    if (p->step == p->total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int cli_generate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},  {"variant", required_argument, 0, 'V'},
+        {"prompt", required_argument, 0, 'p'}, {"negative-prompt", required_argument, 0, 'n'},
+        {"steps", required_argument, 0, 's'},  {"guidance", required_argument, 0, 'g'},
+        {"seed", required_argument, 0, 'S'},   {"width", required_argument, 0, 'W'},
+        {"height", required_argument, 0, 'H'}, {"scheduler", required_argument, 0, 'x'},
+        {"eta", required_argument, 0, 'e'},    {"clip-skip", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'}, {"output", required_argument, 0, 'o'},
+        {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    struct sd_params p;
+    sd_params_default(&p);
+    struct sd_load_opts lo = {.dir = getenv("DIFFUSIOND_MODEL")};
+    const char *output = NULL;
+    struct bar bar = {.tty = isatty(2)};
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': lo.dir = optarg; break;
+        case 'V': lo.variant = optarg; break;
+        case 'p': p.prompt = optarg; break;
+        case 'n': p.negative_prompt = optarg; break;
+        case 's':
+            if (parse_long("--steps", optarg, 1, SD_MAX_STEPS, &v))
+                return 2;
+            p.steps = (int)v;
+            break;
+        case 'g':
+            if (parse_float("--guidance", optarg, 0, 100, &p.guidance))
+                return 2;
+            break;
+        case 'S': {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-') {
+                fprintf(stderr, "diffusiond: error: --seed must be a non-negative integer (got '%s')\n",
+                        optarg);
+                return 2;
+            }
+            p.seed = s;
+            p.seed_set = 1;
+            break;
+        }
+        case 'W':
+        case 'H':
+            if (parse_long(c == 'W' ? "--width" : "--height", optarg, 8, SD_MAX_SIDE, &v))
+                return 2;
+            if (v % 8) {
+                fprintf(stderr, "diffusiond: error: %s must be a multiple of 8 (got %ld)\n",
+                        c == 'W' ? "--width" : "--height", v);
+                return 2;
+            }
+            *(c == 'W' ? &p.width : &p.height) = (int)v;
+            break;
+        case 'x': {
+            int s = sd_scheduler_from_name(optarg);
+            if (s < 0) {
+                fprintf(stderr, "diffusiond: error: unknown scheduler '%s' (pndm, ddim, euler, euler_a, "
+                        "dpmpp_2m, dpmpp_2m_karras, lcm)\n", optarg);
+                return 2;
+            }
+            p.scheduler = s;
+            break;
+        }
+        case 'e':
+            if (parse_float("--eta", optarg, 0, 1, &p.eta))
+                return 2;
+            break;
+        case 'c':
+            if (parse_long("--clip-skip", optarg, 0, 64, &v))
+                return 2;
+            p.clip_skip = (int)v;
+            break;
+        case 't':
+            if (parse_long("--threads", optarg, 1, 1024, &v))
+                return 2;
+            lo.threads = (int)v;
+            break;
+        case 'o': output = optarg; break;
+        case 'q': bar.quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "diffusiond: error: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!lo.dir || !p.prompt || !output) {
+        fprintf(stderr, "diffusiond: error: %s is required\n",
+                !lo.dir ? "--model" : !p.prompt ? "--prompt" : "--output");
+        usage(stderr);
+        return 2;
+    }
+
+    struct sd_err err;
+    sd_model *m;
+    if (sd_model_load(&m, &lo, &err)) {
+        fprintf(stderr, "diffusiond: error: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 1;
+    if (sd_params_check(m, &p, &err)) {
+        fprintf(stderr, "diffusiond: error: %s\n", err.msg);
+        sd_model_free(m);
+        return 2;
+    }
+    struct sd_callbacks cb = {.progress = on_progress, .user = &bar};
+    struct sd_image img;
+    uint8_t *png = NULL;
+    size_t len;
+    if (sd_generate(m, &p, &cb, &img, &err) || sd_image_png(&img, &p, m, &png, &len, &err) ||
+        png_write_file(output, png, len, &err)) {
+        fprintf(stderr, "diffusiond: error: %s\n", err.msg);
+    } else {
+        rc = 0;
+        if (!bar.quiet)
+            fprintf(stderr, "%s: %dx%d, %d steps, %s, seed %llu, %.2f s\n", output, img.width,
+                    img.height, p.steps, sd_scheduler_name(p.scheduler ? p.scheduler
+                                                           : sd_model_get_info(m)->default_scheduler),
+                    (unsigned long long)img.seed, img.seconds);
+    }
+    free(png);
+    sd_image_free(&img);
+    sd_model_free(m);
+    return rc;
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# tests/cli/test_generate.sh - `diffusiond generate` end to end: the image,
+# its determinism, progress output, argument errors and broken model folders
+# (a one-line error naming the file, non-zero exit, never a crash).
+set -uo pipefail
+BUILD=${BUILD:-build}
+BIN="$BUILD/diffusiond"
+MODEL=tests/data/tiny-sd1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+ok()   { echo "OK       $1"; }
+fail() { echo "NOT OK   $1"; fails=$((fails + 1)); }
+
+# expect_err NAME EXIT_CODE PATTERN -- command...
+expect_err() {
+    local name=$1 code=$2 pat=$3
+    shift 4
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$?
+    local lines
+    lines=$(wc -l <"$tmp/err")
+    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$tmp/err" && [ "$lines" -le 2 ] && [ "$rc" -lt 128 ]; then
+        ok "$name"
+    else
+        fail "$name (exit $rc, want $code; stderr: $(head -c 300 "$tmp/err"))"
+    fi
+}
+
+gen() { "$BIN" generate --model "$MODEL" --steps 4 --quiet "$@"; }
+
+# 1. an image, deterministic for a seed, different for another seed
+if gen --prompt "a red fox" --seed 7 --output "$tmp/a.png" && gen --prompt "a red fox" --seed 7 --output "$tmp/b.png" \
+   && gen --prompt "a red fox" --seed 8 --output "$tmp/c.png"; then
+    if [ "$(head -c 8 "$tmp/a.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; then ok "png written"; else fail "png magic"; fi
+    if cmp -s "$tmp/a.png" "$tmp/b.png"; then ok "same seed, same file"; else fail "same seed differs"; fi
+    if ! cmp -s "$tmp/a.png" "$tmp/c.png"; then ok "other seed, other image"; else fail "seed ignored"; fi
+    if grep -a -q "Steps: 4, Sampler: PLMS, CFG scale: 7.5, Seed: 7, Size: 128x128, Model: tiny-sd1" "$tmp/a.png"; then
+        ok "parameters text chunk"; else fail "parameters text chunk"; fi
+else
+    fail "generate"
+fi
+
+# 2. summary line when stderr is not a terminal; random seed reported
+"$BIN" generate --model "$MODEL" --steps 2 --prompt x --output "$tmp/d.png" 2>"$tmp/err"
+if grep -q "^$tmp/d.png: 128x128, 2 steps, pndm, seed [0-9]*, [0-9.]* s$" "$tmp/err"; then ok "summary line"; else fail "summary line: $(cat "$tmp/err")"; fi
+
+# 3. other settings: scheduler, size, negative prompt, eta, clip skip, variant
+gen --prompt "a castle" --negative-prompt "blurry" --scheduler ddim --eta 0.5 --width 96 --height 64 \
+    --clip-skip 1 --guidance 5 --seed 1 --output "$tmp/e.png" && ok "all options" || fail "all options"
+"$BIN" generate --model tests/data/tiny-sd2 --variant fp16 --steps 2 --quiet --prompt "a cat!!" \
+    --output "$tmp/f.png" && ok "sd2 fp16 variant" || fail "sd2 fp16 variant"
+
+# 4. bad arguments: exit 2, one line
+expect_err "width not multiple of 8" 2 "multiple of 8" -- gen --prompt x --width 100 --output "$tmp/x.png"
+expect_err "steps < 1" 2 "steps must be" -- gen --prompt x --steps 0 --output "$tmp/x.png"
+expect_err "steps not a number" 2 "steps must be" -- gen --prompt x --steps 4x --output "$tmp/x.png"
+expect_err "unknown scheduler" 2 "unknown scheduler 'foo'" -- gen --prompt x --scheduler foo --output "$tmp/x.png"
+expect_err "eta out of range" 2 "eta must be" -- gen --prompt x --eta 2 --output "$tmp/x.png"
+expect_err "negative seed" 2 "seed must be" -- gen --prompt x --seed -1 --output "$tmp/x.png"
+expect_err "missing prompt" 2 "prompt is required" -- gen --output "$tmp/x.png"
+expect_err "missing output" 2 "output is required" -- gen --prompt x
+expect_err "clip skip too big" 2 "clip_skip must be" -- gen --prompt x --clip-skip 3 --output "$tmp/x.png"
+expect_err "unknown option" 2 "unrecognized option" -- gen --prompt x --bogus --output "$tmp/x.png"
+expect_err "unwritable output" 1 "$tmp/nodir/x.png" -- gen --prompt x --output "$tmp/nodir/x.png"
+
+# 5. broken model folders: one line naming the file, exit 1
+broken() { rm -rf "$tmp/m"; cp -r "$MODEL" "$tmp/m"; }
+broken; rm "$tmp/m/unet/diffusion_pytorch_model.safetensors"; touch "$tmp/m/unet/diffusion_pytorch_model.bin"
+expect_err "bin weights" 1 "diffusion_pytorch_model.bin: PyTorch pickle weights are not supported; convert" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+broken; truncate -s 5000 "$tmp/m/unet/diffusion_pytorch_model.safetensors"
+expect_err "truncated safetensors" 1 "unet/diffusion_pytorch_model.safetensors" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+broken; printf 'garbage' > "$tmp/m/vae/diffusion_pytorch_model.safetensors"
+expect_err "garbage safetensors" 1 "vae/diffusion_pytorch_model.safetensors" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+broken; rm "$tmp/m/text_encoder/config.json"
+expect_err "missing config" 1 "text_encoder/config.json: missing" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+broken; sed -i 's/"cross_attention_dim": 32/"cross_attention_dim": 48/' "$tmp/m/unet/config.json"
+expect_err "config/weights mismatch" 1 "has shape \[32,32\] but the config implies \[32,48\]" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+broken; sed -i 's/PNDMScheduler/FancyScheduler/' "$tmp/m/scheduler/scheduler_config.json"
+expect_err "unknown scheduler class" 1 "FancyScheduler" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+broken; sed -i 's/"AutoencoderKL"/"AutoencoderTiny"/' "$tmp/m/model_index.json"
+expect_err "unknown vae class" 1 "AutoencoderTiny" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+expect_err "not a model folder" 1 "model_index.json: missing" -- gen --model "$tmp" --prompt x --output "$tmp/x.png"
+expect_err "missing variant" 1 "variant \"fp16\" not found" -- gen --variant fp16 --prompt x --output "$tmp/x.png"
+
+echo "$fails failed"
+[ "$fails" -eq 0 ]

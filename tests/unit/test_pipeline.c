@@ -1,0 +1,122 @@
+/* test_pipeline.c - whole text-to-image runs against diffusers'
+ * StableDiffusionPipeline on the tiny pipelines: every scheduler, with and
+ * without negative prompt and guidance, non-square, clip skip, long prompt,
+ * one-step turbo style (the "cases" recorded by tools/gen_tiny.py).
+ *
+ * Tolerances (issue 2): final latents within 1e-4 (relative to their
+ * magnitude); images identical in at least 99.9% of bytes and never more
+ * than 1 level apart. The worst figures are printed. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sd.h"
+#include "test.h"
+#include "testutil.h"
+
+struct totals {
+    double worst_latent;
+    double worst_identical;
+    int worst_level;
+    int cases;
+};
+
+static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *tot)
+{
+    const char *name = json_string_value(json_object_get(c, "name"));
+    struct sd_params p;
+    sd_params_default(&p);
+    p.prompt = json_string_value(json_object_get(c, "prompt"));
+    p.negative_prompt = json_string_value(json_object_get(c, "negative_prompt")); /* null -> NULL */
+    p.steps = (int)json_integer_value(json_object_get(c, "steps"));
+    p.guidance = (float)json_number_value(json_object_get(c, "guidance"));
+    p.seed = (uint64_t)json_integer_value(json_object_get(c, "seed"));
+    p.seed_set = 1;
+    p.width = (int)json_integer_value(json_object_get(c, "width"));
+    p.height = (int)json_integer_value(json_object_get(c, "height"));
+    p.eta = (float)json_number_value(json_object_get(c, "eta"));
+    json_t *cs = json_object_get(c, "clip_skip");
+    p.clip_skip = json_is_integer(cs) ? (int)json_integer_value(cs) : 0;
+    int s = sd_scheduler_from_name(json_string_value(json_object_get(c, "scheduler")));
+    CHECK_MSG(s >= 0, "%s: scheduler", name);
+    p.scheduler = s < 0 ? 0 : s;
+
+    struct sd_image img;
+    struct sd_err err;
+    int rc = sd_generate(m, &p, NULL, &img, &err);
+    CHECK_MSG(rc == SD_OK, "%s: %s", name, err.msg);
+    if (rc)
+        return;
+    char key[128];
+    snprintf(key, sizeof key, "case.%s.latents", name);
+    size_t n;
+    float *ref = ref_f32(rf, key, &n);
+    int lc, lh, lw;
+    const float *lat = sd_last_latents(m, &lc, &lh, &lw);
+    CHECK(ref && lat && (size_t)lc * lh * lw == n);
+    double dl = 1e9;
+    if (ref && lat && (size_t)lc * lh * lw == n) {
+        double mx = max_abs(ref, n);
+        dl = max_abs_diff(lat, ref, n) / (mx > 1 ? mx : 1);
+    }
+    snprintf(key, sizeof key, "case.%s.image", name);
+    const struct st_tensor *ti = st_find(rf, key);
+    CHECK(ti && ti->nbytes == (size_t)img.width * img.height * 3);
+    size_t same = 0, nb = ti ? ti->nbytes : 0;
+    int lvl = 0;
+    for (size_t i = 0; ti && i < nb && i < (size_t)img.width * img.height * 3; i++) {
+        int d = abs((int)img.rgb[i] - (int)ti->data[i]);
+        same += d == 0;
+        lvl = d > lvl ? d : lvl;
+    }
+    double ident = nb ? (double)same / nb : 0;
+    printf("    %-24s latents rel %.2e  image identical %.4f%%  max level diff %d  (%.2f s)\n", name,
+           dl, 100 * ident, lvl, img.seconds);
+    CHECK_MSG(dl <= 1e-4, "%s: latents differ by %g", name, dl);
+    CHECK_MSG(ident >= 0.999, "%s: only %.4f%% identical bytes", name, 100 * ident);
+    CHECK_MSG(lvl <= 1, "%s: a pixel differs by %d levels", name, lvl);
+    tot->worst_latent = dl > tot->worst_latent ? dl : tot->worst_latent;
+    tot->worst_identical = ident < tot->worst_identical ? ident : tot->worst_identical;
+    tot->worst_level = lvl > tot->worst_level ? lvl : tot->worst_level;
+    tot->cases++;
+    free(ref);
+    sd_image_free(&img);
+}
+
+static void run_model(const char *dir, const char *variant, const char *refpath)
+{
+    struct sd_err err;
+    sd_model *m;
+    struct sd_load_opts lo = {.dir = dir, .variant = variant};
+    int rc = sd_model_load(&m, &lo, &err);
+    CHECK_MSG(rc == SD_OK, "%s", err.msg);
+    struct st_file *rf = ref_open(refpath);
+    CHECK(rf != NULL);
+    if (rc || !rf) {
+        sd_model_free(rc ? NULL : m);
+        st_close(rf);
+        return;
+    }
+    json_error_t je;
+    json_t *cases = json_loads(st_metadata(rf, "cases"), 0, &je);
+    CHECK(json_is_array(cases) && json_array_size(cases) > 20);
+    struct totals tot = {0, 1, 0, 0};
+    size_t i;
+    json_t *c;
+    json_array_foreach(cases, i, c) run_case(m, rf, c, &tot);
+    printf("    %s: %d cases, worst latents rel %.2e, worst identical %.4f%%, worst level %d\n", dir,
+           tot.cases, tot.worst_latent, 100 * tot.worst_identical, tot.worst_level);
+    json_decref(cases);
+    st_close(rf);
+    sd_model_free(m);
+}
+
+TEST(pipeline_tiny_sd1)
+{
+    run_model("tests/data/tiny-sd1", NULL, "tests/data/ref/tiny-sd1.safetensors");
+}
+
+TEST(pipeline_tiny_sd2)
+{
+    run_model("tests/data/tiny-sd2", "fp16", "tests/data/ref/tiny-sd2.safetensors");
+}
