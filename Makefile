@@ -34,7 +34,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-all: $(BUILD)/diffusiond $(BUILD)/unit_tests $(BUILD)/fuzz_replay
+all: $(BUILD)/diffusiond $(BUILD)/unit_tests $(BUILD)/fuzz_replay $(BUILD)/sdbench
 
 $(BUILD)/libdiffusiond.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
@@ -46,6 +46,10 @@ $(BUILD)/diffusiond: $(CLI_OBJ) $(BUILD)/libdiffusiond.a
 $(BUILD)/unit_tests: $(TEST_OBJ) $(BUILD)/libdiffusiond.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Developer tool: cross-checks and timings on real model folders (bench/).
+$(BUILD)/sdbench: $(BUILD)/obj/bench/sdbench.o $(BUILD)/libdiffusiond.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # Replays every fuzz target's corpus without libFuzzer (part of `make test`).
 $(BUILD)/fuzz_replay: $(FUZZ_SRC) tests/fuzz/fuzz_main.c $(BUILD)/libdiffusiond.a
 	$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_REPLAY $(LDFLAGS) -o $@ tests/fuzz/fuzz_main.c \
@@ -55,7 +59,7 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/bench/sdbench.d
 
 test: all
 	BUILD=$(BUILD) ./tests/run.sh

@@ -8,8 +8,12 @@
 #include <omp.h>
 #include <string.h>
 
-#include "tensor/onednn.h"
 #include "tensor/nn.h"
+#include "tensor/onednn.h"
+
+/* Below this many floats of work an op runs on one thread: waking the pool
+ * costs more than the op (and tiny models are all tiny ops). */
+#define PAR_MIN 32768
 
 /* ---------------------------------------------------------------- norms */
 
@@ -28,7 +32,7 @@ static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, 
         float scale[C], shift[C];
         memset(sum, 0, sizeof sum);
         memset(sq, 0, sizeof sq);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)HW * C >= PAR_MIN)
         {
             double ls[G];
             memset(ls, 0, sizeof ls);
@@ -87,7 +91,7 @@ static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, 
 static void cpu_layernorm(float *out, const float *in, const struct nn_norm *n, int N, float eps)
 {
     int C = n->c;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int r = 0; r < N; r++) {
         const float *x = in + (size_t)r * C;
         float *y = out + (size_t)r * C;
@@ -123,7 +127,7 @@ static void cpu_attention(float *out, const float *q, const float *k, const floa
 {
     int C = heads * dh, nqb = (Nq + ATT_QB - 1) / ATT_QB;
     long ntask = (long)B * heads * nqb;
-#pragma omp parallel
+#pragma omp parallel if ((size_t)B * Nq * Nk * heads >= PAR_MIN)
     {
         float *S = ws + (size_t)omp_get_thread_num() * ATT_QB * Nk;
 #pragma omp for schedule(dynamic, 1)
@@ -162,7 +166,7 @@ static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654
 
 static void cpu_geglu(float *out, const float *in, size_t N, int F)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * F >= PAR_MIN)
     for (size_t r = 0; r < N; r++) {
         const float *a = in + r * 2 * F, *g = a + F;
         float *o = out + r * F;
@@ -175,17 +179,17 @@ static void cpu_activation(float *x, size_t n, enum nn_act act)
 {
     switch (act) {
     case NN_SILU:
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++)
             x[i] = x[i] / (1.0f + expf(-x[i]));
         break;
     case NN_GELU:
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++)
             x[i] = gelu(x[i]);
         break;
     case NN_QUICK_GELU:
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++)
             x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
         break;
@@ -194,14 +198,14 @@ static void cpu_activation(float *x, size_t n, enum nn_act act)
 
 static void cpu_add(float *out, const float *a, const float *b, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
 static void cpu_add_channel_bias(float *x, const float *bias, int B, int HW, int C)
 {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * HW * C >= PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int p = 0; p < HW; p++) {
             float *xp = x + ((size_t)b * HW + p) * C;
@@ -213,7 +217,7 @@ static void cpu_add_channel_bias(float *x, const float *bias, int B, int HW, int
 
 static void cpu_upsample_nearest(float *out, const float *in, int B, int H, int W, int C, int OH, int OW)
 {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * OH * OW * C >= PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int y = 0; y < OH; y++) {
             int sy = nn_nearest_src(y, H, OH);
@@ -227,7 +231,7 @@ static void cpu_upsample_nearest(float *out, const float *in, int B, int H, int 
 
 static void cpu_concat_channels(float *out, const float *a, int Ca, const float *b, int Cb, size_t npix)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (npix * (Ca + Cb) >= PAR_MIN)
     for (size_t p = 0; p < npix; p++) {
         memcpy(out + p * (Ca + Cb), a + p * Ca, Ca * sizeof(float));
         memcpy(out + p * (Ca + Cb) + Ca, b + p * Cb, Cb * sizeof(float));

@@ -1,0 +1,167 @@
+/* sdbench.c - measure and cross-check the engine on a real model folder.
+ *
+ *   sdbench unet  --model DIR --in IN.safetensors --out OUT.safetensors [--variant V]
+ *       Runs one UNet forward on IN's tensors "sample" [B,C,h,w], "timestep" [1]
+ *       and "context" [B,T,D]; writes "out". Used by tools/fullsize_check.py to
+ *       compare with diffusers.
+ *   sdbench time  --model DIR [--size 512] [--steps 20] [--repeat 3] [--variant V]
+ *       Times the text encoder, one UNet step (batch 2, guidance on) and the
+ *       VAE decode at the given size (best of --repeat after a warm-up).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "model/clip.h"
+#include "model/safetensors.h"
+#include "model/unet.h"
+#include "model/vae.h"
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int die(const struct sd_err *e)
+{
+    fprintf(stderr, "sdbench: %s\n", e->msg);
+    return 1;
+}
+
+static float *tensor_f32(struct st_file *f, const char *name, const struct st_tensor **t)
+{
+    *t = st_find(f, name);
+    if (!*t) {
+        fprintf(stderr, "sdbench: %s has no tensor '%s'\n", st_path(f), name);
+        exit(1);
+    }
+    float *p = malloc((*t)->numel * sizeof(float));
+    struct sd_err err;
+    if (st_to_f32(*t, p, &err))
+        exit(die(&err));
+    return p;
+}
+
+static int cmd_unet(const char *model, const char *variant, const char *in, const char *outp)
+{
+    struct sd_err err;
+    struct st_file *f;
+    if (st_open(&f, in, &err))
+        return die(&err);
+    const struct st_tensor *ts, *tt, *tc;
+    float *sample = tensor_f32(f, "sample", &ts), *t = tensor_f32(f, "timestep", &tt),
+          *ctx = tensor_f32(f, "context", &tc);
+    struct unet u;
+    if (unet_load(&u, model, variant, &nn_backend_cpu, &err))
+        return die(&err);
+    int B = ts->shape[0], C = ts->shape[1], h = ts->shape[2], w = ts->shape[3], T = tc->shape[1];
+    float *out = malloc(ts->numel * sizeof(float));
+    double t0 = now_s();
+    if (unet_forward(&u, sample, t[0], ctx, T, NULL, out, B, h, w, &err))
+        return die(&err);
+    fprintf(stderr, "unet forward %dx%dx%dx%d: %.2f s\n", B, C, h, w, now_s() - t0);
+    struct st_tensor o = {.name = "out", .dtype = ST_F32, .ndim = 4,
+                          .shape = {B, u.cfg.out_channels, h, w}, .data = (const uint8_t *)out};
+    if (st_write(outp, &o, 1, NULL, &err))
+        return die(&err);
+    unet_free(&u);
+    st_close(f);
+    free(sample), free(t), free(ctx), free(out);
+    return 0;
+}
+
+static double peak_rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+static int cmd_time(const char *model, const char *variant, int size, int repeat)
+{
+    struct sd_err err;
+    struct clip c;
+    struct unet u;
+    struct vae v;
+    double t0 = now_s();
+    if (clip_load(&c, model, variant, &nn_backend_cpu, &err) ||
+        unet_load(&u, model, variant, &nn_backend_cpu, &err) ||
+        vae_load(&v, model, variant, &nn_backend_cpu, &err))
+        return die(&err);
+    printf("load            %8.2f s\n", now_s() - t0);
+    int T = c.cfg.max_positions, D = c.cfg.hidden, f = v.scale_factor, h = size / f, w = size / f;
+    int32_t ids[77];
+    for (int i = 0; i < 77; i++)
+        ids[i] = i < T ? (i * 7919) % c.cfg.vocab_size : 0;
+    float *ctx = calloc(2 * (size_t)T * D, sizeof(float));
+    size_t n = (size_t)u.cfg.in_channels * h * w;
+    float *x = calloc(2 * n, sizeof(float)), *y = calloc(2 * n, sizeof(float));
+    float *img = calloc((size_t)size * size * 3, sizeof(float));
+    for (size_t i = 0; i < 2 * n; i++)
+        x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    double best_t = 1e9, best_u = 1e9, best_v = 1e9;
+    for (int r = 0; r < repeat + 1; r++) { /* first round plans and warms up */
+        double a = now_s();
+        if (clip_encode(&c, ids, T, 0, ctx, &err) || clip_encode(&c, ids, T, 0, ctx + (size_t)T * D, &err))
+            return die(&err);
+        double b = now_s();
+        if (unet_forward(&u, x, 500.0f, ctx, T, NULL, y, 2, h, w, &err))
+            return die(&err);
+        double d = now_s();
+        if (vae_decode(&v, x, h, w, img, &err))
+            return die(&err);
+        double e = now_s();
+        if (r) {
+            best_t = b - a < best_t ? b - a : best_t;
+            best_u = d - b < best_u ? d - b : best_u;
+            best_v = e - d < best_v ? e - d : best_v;
+        }
+    }
+    printf("text encoder x2 %8.3f s\n", best_t);
+    printf("unet step (B=2) %8.3f s   at %dx%d\n", best_u, size, size);
+    printf("vae decode      %8.3f s\n", best_v);
+    printf("peak rss        %8.0f MB\n", peak_rss_mb());
+    clip_free(&c);
+    unet_free(&u);
+    vae_free(&v);
+    free(ctx), free(x), free(y), free(img);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: sdbench unet|time --model DIR ...\n");
+        return 2;
+    }
+    const char *cmd = argv[1], *model = NULL, *variant = NULL, *in = NULL, *out = NULL;
+    int size = 512, repeat = 3, ch;
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'}, {"variant", 1, 0, 'V'}, {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'},
+        {"size", 1, 0, 's'},  {"repeat", 1, 0, 'r'},  {0, 0, 0, 0}};
+    optind = 2;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': model = optarg; break;
+        case 'V': variant = optarg; break;
+        case 'i': in = optarg; break;
+        case 'o': out = optarg; break;
+        case 's': size = atoi(optarg); break;
+        case 'r': repeat = atoi(optarg); break;
+        default: return 2;
+        }
+    }
+    if (!model)
+        return fprintf(stderr, "sdbench: --model is required\n"), 2;
+    if (!strcmp(cmd, "unet") && in && out)
+        return cmd_unet(model, variant, in, out);
+    if (!strcmp(cmd, "time"))
+        return cmd_time(model, variant, size, repeat);
+    fprintf(stderr, "sdbench: bad command or missing --in/--out\n");
+    return 2;
+}
