@@ -108,6 +108,7 @@ int cli_generate(int argc, char **argv)
     long v;
     int c;
     optind = 1;
+    opterr = 0; /* one line of our own instead of getopt's */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'm': lo.dir = optarg; break;
@@ -174,7 +175,10 @@ int cli_generate(int argc, char **argv)
         case 'o': output = optarg; break;
         case 'q': bar.quiet = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default:
+            fprintf(stderr, "diffusiond: error: unknown or incomplete option '%s' (see diffusiond "
+                    "generate --help)\n", argv[optind - 1]);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -182,9 +186,8 @@ int cli_generate(int argc, char **argv)
         return 2;
     }
     if (!lo.dir || !p.prompt || !output) {
-        fprintf(stderr, "diffusiond: error: %s is required\n",
+        fprintf(stderr, "diffusiond: error: %s is required (see diffusiond generate --help)\n",
                 !lo.dir ? "--model" : !p.prompt ? "--prompt" : "--output");
-        usage(stderr);
         return 2;
     }
 

@@ -58,10 +58,10 @@ expect_err "steps not a number" 2 "steps must be" -- gen --prompt x --steps 4x -
 expect_err "unknown scheduler" 2 "unknown scheduler 'foo'" -- gen --prompt x --scheduler foo --output "$tmp/x.png"
 expect_err "eta out of range" 2 "eta must be" -- gen --prompt x --eta 2 --output "$tmp/x.png"
 expect_err "negative seed" 2 "seed must be" -- gen --prompt x --seed -1 --output "$tmp/x.png"
-expect_err "missing prompt" 2 "prompt is required" -- gen --output "$tmp/x.png"
+expect_err "missing prompt" 2 "\-\-prompt is required" -- gen --output "$tmp/x.png"
 expect_err "missing output" 2 "output is required" -- gen --prompt x
 expect_err "clip skip too big" 2 "clip_skip must be" -- gen --prompt x --clip-skip 3 --output "$tmp/x.png"
-expect_err "unknown option" 2 "unrecognized option" -- gen --prompt x --bogus --output "$tmp/x.png"
+expect_err "unknown option" 2 "unknown or incomplete option '--bogus'" -- gen --prompt x --bogus --output "$tmp/x.png"
 expect_err "unwritable output" 1 "$tmp/nodir/x.png" -- gen --prompt x --output "$tmp/nodir/x.png"
 
 # 5. broken model folders: one line naming the file, exit 1
@@ -75,7 +75,7 @@ expect_err "garbage safetensors" 1 "vae/diffusion_pytorch_model.safetensors" -- 
 broken; rm "$tmp/m/text_encoder/config.json"
 expect_err "missing config" 1 "text_encoder/config.json: missing" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
 broken; sed -i 's/"cross_attention_dim": 32/"cross_attention_dim": 48/' "$tmp/m/unet/config.json"
-expect_err "config/weights mismatch" 1 "has shape \[32,32\] but the config implies \[32,48\]" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+expect_err "config/weights mismatch" 1 "attn2.to_k.weight' has shape \[16,32\] but the config implies \[16,48\]" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
 broken; sed -i 's/PNDMScheduler/FancyScheduler/' "$tmp/m/scheduler/scheduler_config.json"
 expect_err "unknown scheduler class" 1 "FancyScheduler" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
 broken; sed -i 's/"AutoencoderKL"/"AutoencoderTiny"/' "$tmp/m/model_index.json"
