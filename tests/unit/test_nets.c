@@ -203,3 +203,53 @@ TEST(nets_vae)
     }
     run_vae(&models[0], "vae", &nn_backend_ref);
 }
+
+/* transformers 5 saves CLIPTextModel weights without the "text_model."
+ * prefix that every released SD checkpoint has; both must load. */
+TEST(nets_clip_unprefixed_names)
+{
+    struct sd_err err;
+    char dir[] = "/tmp/sdtest-clipXXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0);
+        return;
+    }
+    char sub[128], path[192], cmd[512];
+    snprintf(sub, sizeof sub, "%s/text_encoder", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp tests/data/tiny-sd1/text_encoder/config.json %s/", sub, sub);
+    CHECK(system(cmd) == 0);
+    struct st_file *f = ref_open("tests/data/tiny-sd1/text_encoder/model.safetensors");
+    if (!f) {
+        CHECK(0);
+        return;
+    }
+    int n = st_count(f);
+    struct st_tensor *ts = calloc(n, sizeof *ts);
+    for (int i = 0; i < n; i++) {
+        ts[i] = *st_at(f, i);
+        if (!strncmp(ts[i].name, "text_model.", 11))
+            ts[i].name += 11;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", sub);
+    CHECK(st_write(path, ts, n, NULL, &err) == SD_OK);
+    struct clip a, b;
+    int ra = clip_load(&a, "tests/data/tiny-sd1", NULL, &nn_backend_cpu, &err);
+    int rb = clip_load(&b, dir, NULL, &nn_backend_cpu, &err);
+    CHECK_MSG(ra == SD_OK && rb == SD_OK, "%s", err.msg);
+    if (!ra && !rb) {
+        int32_t ids[77];
+        for (int i = 0; i < 77; i++)
+            ids[i] = i ? 999 : 998;
+        float *oa = malloc(77 * 32 * 4), *ob = malloc(77 * 32 * 4);
+        CHECK(clip_encode(&a, ids, 77, 0, oa, &err) == SD_OK);
+        CHECK(clip_encode(&b, ids, 77, 0, ob, &err) == SD_OK);
+        CHECK(memcmp(oa, ob, 77 * 32 * 4) == 0);
+        free(oa), free(ob);
+    }
+    clip_free(&a);
+    clip_free(&b);
+    free(ts);
+    st_close(f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}

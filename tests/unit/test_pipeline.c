@@ -120,3 +120,123 @@ TEST(pipeline_tiny_sd2)
 {
     run_model("tests/data/tiny-sd2", "fp16", "tests/data/ref/tiny-sd2.safetensors");
 }
+
+struct cb_state {
+    atomic_int cancel;
+    int steps_seen, text_seen, decode_seen, cancel_at;
+    int last_step, total;
+};
+
+static void on_progress(void *user, const struct sd_progress *p)
+{
+    struct cb_state *s = user;
+    if (p->phase == SD_PHASE_TEXT)
+        s->text_seen++;
+    if (p->phase == SD_PHASE_DECODE)
+        s->decode_seen++;
+    if (p->phase == SD_PHASE_DENOISE) {
+        s->steps_seen++;
+        s->last_step = p->step;
+        s->total = p->total;
+        if (s->cancel_at && p->step == s->cancel_at)
+            atomic_store(&s->cancel, 1);
+    }
+}
+
+/* The library boundary the server relies on: a progress callback per step,
+ * a cancel flag checked between steps, the model usable after a cancel,
+ * errors returned with messages, a random seed reported when none is set. */
+TEST(pipeline_callbacks_cancel)
+{
+    struct sd_err err;
+    sd_model *m;
+    struct sd_load_opts lo = {.dir = "tests/data/tiny-sd1"};
+    if (sd_model_load(&m, &lo, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    const struct sd_model_info *info = sd_model_get_info(m);
+    CHECK(info->default_width == 128 && info->default_height == 128);
+    CHECK(info->default_scheduler == SD_SCHED_PNDM);
+    CHECK(!strcmp(info->name, "tiny-sd1"));
+    struct sd_params p;
+    sd_params_default(&p);
+    p.prompt = "a cat";
+    p.steps = 6;
+    p.scheduler = SD_SCHED_EULER;
+    struct cb_state s = {.cancel_at = 0};
+    struct sd_callbacks cb = {on_progress, &s, &s.cancel};
+    struct sd_image img;
+    CHECK(sd_generate(m, &p, &cb, &img, &err) == SD_OK);
+    CHECK_EQ_INT(s.steps_seen, 6);
+    CHECK_EQ_INT(s.total, 6);
+    CHECK(s.text_seen == 1 && s.decode_seen == 1);
+    CHECK(img.seed < (1ull << 32)); /* random seed, reported */
+    uint64_t seed = img.seed;
+    sd_image_free(&img);
+
+    /* the reported seed reproduces the image */
+    p.seed = seed;
+    p.seed_set = 1;
+    struct sd_image a, b;
+    CHECK(sd_generate(m, &p, NULL, &a, &err) == SD_OK);
+    memset(&s, 0, sizeof s);
+    s.cancel_at = 3;
+    CHECK(sd_generate(m, &p, &cb, &b, &err) == SD_ERR_CANCELLED);
+    CHECK(strstr(err.msg, "cancelled after 3 of 6 steps") != NULL);
+    CHECK(b.rgb == NULL);
+    CHECK(sd_last_latents(m, &(int){0}, &(int){0}, &(int){0}) == NULL);
+    CHECK(sd_generate(m, &p, NULL, &b, &err) == SD_OK);
+    CHECK(a.rgb && b.rgb && memcmp(a.rgb, b.rgb, (size_t)a.width * a.height * 3) == 0);
+    sd_image_free(&a);
+    sd_image_free(&b);
+
+    /* bad parameters fail the call, not the process */
+    p.steps = 0;
+    CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "steps"));
+    p.steps = 2;
+    p.width = 100;
+    CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "multiples of 8"));
+    p.width = 0;
+    p.eta = -1;
+    CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "eta"));
+    p.eta = 0;
+    p.clip_skip = 5;
+    CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "clip_skip"));
+    p.clip_skip = 0;
+    p.prompt = NULL;
+    CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "prompt"));
+    CHECK(sd_scheduler_from_name("euler_a") == SD_SCHED_EULER_A);
+    CHECK(sd_scheduler_from_name("Euler") == -1);
+    CHECK(!strcmp(sd_scheduler_name(SD_SCHED_DPMPP_2M_KARRAS), "dpmpp_2m_karras"));
+    sd_model_free(m);
+}
+
+/* The same image whatever the image size history: buffers and arenas are
+ * re-planned when the size changes and reused when it does not. */
+TEST(pipeline_size_changes)
+{
+    struct sd_err err;
+    sd_model *m;
+    struct sd_load_opts lo = {.dir = "tests/data/tiny-sd1"};
+    if (sd_model_load(&m, &lo, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    struct sd_params p;
+    sd_params_default(&p);
+    p.prompt = "a boat";
+    p.steps = 2;
+    p.seed_set = 1;
+    p.seed = 5;
+    struct sd_image a, b, c;
+    CHECK(sd_generate(m, &p, NULL, &a, &err) == SD_OK);
+    p.width = 64, p.height = 192;
+    CHECK(sd_generate(m, &p, NULL, &b, &err) == SD_OK);
+    CHECK(b.width == 64 && b.height == 192);
+    p.width = p.height = 0;
+    CHECK(sd_generate(m, &p, NULL, &c, &err) == SD_OK);
+    CHECK(a.rgb && c.rgb && memcmp(a.rgb, c.rgb, 128 * 128 * 3) == 0);
+    sd_image_free(&a), sd_image_free(&b), sd_image_free(&c);
+    sd_model_free(m);
+}
