@@ -27,8 +27,10 @@
  * prints, exits or aborts on bad input.
  *
  * Threads: an sd_model may be used by one sd_generate call at a time
- * (the service runs one inference worker). Different models are
- * independent. Compute uses the process-wide OpenMP pool.
+ * (the service runs one inference worker). sd_model_get_info and
+ * sd_params_check only read what loading set, so any thread may call them
+ * while a generation runs. Different models are independent. Compute uses
+ * the process-wide OpenMP pool.
  */
 #ifndef SD_H
 #define SD_H

@@ -17,4 +17,7 @@ for t in tests/cli/*.sh; do
     echo "== $t"
     BUILD=$BUILD bash "$t"
 done
+echo "== HTTP integration tests"
+BUILD=$BUILD bash tests/http/run.sh
+
 echo "all tests passed"

@@ -19,6 +19,8 @@
 
 #include "fuzz_png.c"
 #include "fuzz_safetensors.c"
+#include "fuzz_http_request.c"
+#include "fuzz_tokenizer.c"
 
 static const struct {
     const char *name;   /* corpus subdirectory */
@@ -26,6 +28,8 @@ static const struct {
 } fuzz_targets[] = {
     {"png", fuzz_png},
     {"safetensors", fuzz_safetensors},
+    {"http_request", fuzz_http_request},
+    {"tokenizer", fuzz_tokenizer},
 };
 
 #endif

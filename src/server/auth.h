@@ -1,0 +1,26 @@
+/* auth.h - optional API keys ("Authorization: Bearer <key>").
+ *
+ * Keys come from a file: one key per line, surrounding whitespace ignored,
+ * blank lines and lines starting with # skipped. A key is 1..256 visible
+ * ASCII characters. Loading fails (naming the file and line) on a malformed
+ * key or a file with no keys at all, so a typo never opens the service.
+ *
+ * Comparison takes the same time whichever byte differs, so response timing
+ * does not reveal how much of a key was right.
+ */
+#ifndef SD_SERVER_AUTH_H
+#define SD_SERVER_AUTH_H
+
+#include "util/err.h"
+
+struct auth;
+
+int auth_load(struct auth **out, const char *path, struct sd_err *err);
+void auth_free(struct auth *a);
+int auth_count(const struct auth *a);
+
+/* 1 when header (the Authorization value, may be NULL) is "Bearer <key>"
+ * with a known key; the scheme name is case-insensitive. */
+int auth_check(const struct auth *a, const char *header);
+
+#endif

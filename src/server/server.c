@@ -1,0 +1,233 @@
+/* server.c - start-up, the janitor, signals and shutdown (see server.h).
+ *
+ * Start-up order: block the termination signals (every thread created
+ * later inherits the mask, so only the main thread's sigwait sees them),
+ * load the model (a failure is reported, not fatal), open the store and
+ * requeue what a previous run left processing, start the worker, the
+ * janitor and finally the HTTP daemon.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting connections; stop the worker
+ * (the running step finishes, the task goes back to the queue); end event
+ * streams; stop the janitor and the HTTP daemon; close the store.
+ */
+#include "server/server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/auth.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/ratelimit.h"
+#include "server/sse.h"
+#include "server/worker.h"
+
+void server_log(const char *fmt, ...)
+{
+    char ts[RFC3339_LEN], msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rfc3339_format(now_unix(), ts);
+    fprintf(stderr, "%s diffusiond: %s\n", ts, msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Janitor: expiry, lease recovery, heartbeats; once a second. */
+
+struct janitor {
+    struct server *srv;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopping;
+};
+
+static void janitor_round(struct server *srv)
+{
+    struct sd_err err = {0};
+    int n = 0;
+    double now = now_unix();
+    if (store_expire(&srv->store, now - (double)srv->cfg.result_ttl, &n, &err))
+        server_log("expiring results failed: %s", err.msg);
+    else if (n)
+        server_log("%d result%s expired", n, n == 1 ? "" : "s");
+    /* Our own running task renews its lease below; this catches tasks of
+     * workers that died without a restart of this process. */
+    if (store_requeue(&srv->store, now, 3, &n, &err))
+        server_log("requeueing tasks failed: %s", err.msg);
+    else if (n) {
+        server_log("%d task%s with an expired lease requeued", n, n == 1 ? "" : "s");
+        worker_wake(srv->worker);
+        hub_notify_all(srv->hub);
+    }
+    worker_tick(srv->worker);
+}
+
+static void *janitor_main(void *arg)
+{
+    struct janitor *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (!j->stopping) {
+        pthread_mutex_unlock(&j->mu);
+        janitor_round(j->srv);
+        pthread_mutex_lock(&j->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        if (!j->stopping)
+            pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static void janitor_stop(struct janitor *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->stopping = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    pthread_join(j->thread, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Start and stop */
+
+static void load_model(struct server *srv)
+{
+    struct sd_load_opts lo = {.dir = srv->cfg.model, .variant = srv->cfg.variant,
+                              .threads = (int)srv->cfg.threads};
+    struct sd_err err = {0};
+    double t0 = now_mono();
+    if (sd_model_load(&srv->model, &lo, &err)) {
+        srv->model = NULL;
+        snprintf(srv->model_error, sizeof srv->model_error, "%s", err.msg);
+        server_log("model unavailable: %s (the service runs; /generate answers 503)", err.msg);
+        return;
+    }
+    server_log("model %s loaded from %s in %.2f s", sd_model_get_info(srv->model)->name,
+               srv->cfg.model, now_mono() - t0);
+}
+
+static int open_access_log(struct server *srv, struct sd_err *err)
+{
+    const char *a = srv->cfg.access_log;
+    if (!strcmp(a, "off"))
+        srv->access_log = NULL;
+    else if (!strcmp(a, "-"))
+        srv->access_log = stderr;
+    else if (!(srv->access_log = fopen(a, "a")))
+        return sd_errf(err, SD_ERR_IO, "--access-log %s: %s", a, strerror(errno));
+    return SD_OK;
+}
+
+/* Everything but the model and the threads; on failure err says why. */
+static int open_parts(struct server *srv, struct sd_err *err)
+{
+    int rc = open_access_log(srv, err);
+    if (rc)
+        return rc;
+    if (srv->cfg.api_keys && (rc = auth_load(&srv->auth, srv->cfg.api_keys, err)))
+        return rc;
+    if ((rc = store_sqlite_open(&srv->store, srv->cfg.data_dir, err)))
+        return rc;
+    int n = 0;
+    /* We own the data directory (store lock): whatever a previous run left
+     * processing was interrupted, so it goes back to the queue now. */
+    if ((rc = store_requeue(&srv->store, 1e300, 3, &n, err)))
+        return rc;
+    if (n)
+        server_log("%d interrupted task%s back in the queue", n, n == 1 ? "" : "s");
+    srv->metrics = metrics_new();
+    srv->ratelimit = ratelimit_new(srv->cfg.rate_limit, (int)srv->cfg.rate_burst);
+    srv->hub = hub_new();
+    if (!srv->metrics || !srv->ratelimit || !srv->hub)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    return SD_OK;
+}
+
+static void close_parts(struct server *srv)
+{
+    hub_free(srv->hub);
+    ratelimit_free(srv->ratelimit);
+    metrics_free(srv->metrics);
+    store_close(&srv->store);
+    auth_free(srv->auth);
+    if (srv->access_log && srv->access_log != stderr)
+        fclose(srv->access_log);
+    if (srv->model)
+        sd_model_free(srv->model);
+}
+
+static int wait_for_signal(const sigset_t *set)
+{
+    int sig = 0;
+    while (sigwait(set, &sig) != 0)
+        ;
+    return sig;
+}
+
+int server_run(const struct server_config *cfg)
+{
+    struct server srv = {.cfg = *cfg};
+    if (srv.cfg.model == cfg->default_model) /* the copy's own buffer */
+        srv.cfg.model = srv.cfg.default_model;
+    srv.limits = (struct api_limits){(int)cfg->max_prompt, (int)cfg->max_steps,
+                                     (int)cfg->max_side};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct sd_err err = {0};
+    int rc = open_parts(&srv, &err);
+    if (rc) {
+        server_log("cannot start: %s", err.msg);
+        close_parts(&srv);
+        return 1;
+    }
+    load_model(&srv);
+    if (srv.model && worker_start(&srv.worker, &srv, &err)) {
+        server_log("cannot start: %s", err.msg);
+        close_parts(&srv);
+        return 1;
+    }
+    struct janitor j = {.srv = &srv};
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_cond_init(&j.cv, NULL);
+    pthread_create(&j.thread, NULL, janitor_main, &j);
+    if (http_start(&srv, &err)) {
+        server_log("cannot start: %s", err.msg);
+        janitor_stop(&j);
+        worker_free(srv.worker);
+        close_parts(&srv);
+        return 1;
+    }
+    server_log("listening on http://%s%s%s:%d (data in %s%s)",
+               strchr(srv.cfg.host, ':') ? "[" : "", srv.cfg.host,
+               strchr(srv.cfg.host, ':') ? "]" : "", http_port(&srv), srv.cfg.data_dir,
+               srv.auth ? ", API keys required" : "");
+
+    int sig = wait_for_signal(&set);
+    server_log("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    http_quiesce(&srv);
+    worker_stop(srv.worker); /* the running step finishes; the task is requeued */
+    janitor_stop(&j);
+    hub_shutdown(srv.hub);
+    http_stop(&srv);
+    worker_free(srv.worker);
+    pthread_cond_destroy(&j.cv);
+    pthread_mutex_destroy(&j.mu);
+    close_parts(&srv);
+    server_log("stopped");
+    return 0;
+}
