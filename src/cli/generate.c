@@ -10,14 +10,16 @@
 
 #include "cli/cli.h"
 #include "sd.h"
+#include "util/paths.h"
 #include "util/png.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: diffusiond generate --model DIR --prompt TEXT --output FILE.png [options]\n"
+            "usage: diffusiond generate --prompt TEXT --output FILE.png [--model DIR] [options]\n"
             "\n"
-            "  --model DIR             diffusers model folder (or $DIFFUSIOND_MODEL)\n"
+            "  --model DIR             diffusers model folder (or $DIFFUSIOND_MODEL;\n"
+            "                          default: the tiny test model bundled in the repository)\n"
             "  --variant NAME          weights variant, e.g. fp16 (*.fp16.safetensors)\n"
             "  --prompt TEXT           what to draw\n"
             "  --negative-prompt TEXT  what to avoid (default: empty)\n"
@@ -102,7 +104,11 @@ int cli_generate(int argc, char **argv)
     };
     struct sd_params p;
     sd_params_default(&p);
+    char bundled[4096];
+    sd_bundled_model_path(bundled, sizeof bundled);
     struct sd_load_opts lo = {.dir = getenv("DIFFUSIOND_MODEL")};
+    if (!lo.dir || !*lo.dir)
+        lo.dir = bundled;
     const char *output = NULL;
     struct bar bar = {.tty = isatty(2)};
     long v;
@@ -125,15 +131,20 @@ int cli_generate(int argc, char **argv)
                 return 2;
             break;
         case 'S': {
+            /* any 64-bit integer; negative ones wrap as torch.manual_seed does */
             char *end;
             errno = 0;
-            unsigned long long s = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-') {
-                fprintf(stderr, "diffusiond: error: --seed must be a non-negative integer (got '%s')\n",
+            long long s = strtoll(optarg, &end, 10);
+            if (errno == ERANGE && optarg[0] != '-') {
+                errno = 0;
+                s = (long long)strtoull(optarg, &end, 10);
+            }
+            if (errno || end == optarg || *end) {
+                fprintf(stderr, "diffusiond: error: --seed must be a 64-bit integer (got '%s')\n",
                         optarg);
                 return 2;
             }
-            p.seed = s;
+            p.seed = (uint64_t)s;
             p.seed_set = 1;
             break;
         }
@@ -185,9 +196,9 @@ int cli_generate(int argc, char **argv)
         fprintf(stderr, "diffusiond: error: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!lo.dir || !p.prompt || !output) {
+    if (!p.prompt || !output) {
         fprintf(stderr, "diffusiond: error: %s is required (see diffusiond generate --help)\n",
-                !lo.dir ? "--model" : !p.prompt ? "--prompt" : "--output");
+                !p.prompt ? "--prompt" : "--output");
         return 2;
     }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "util/paths.h"
 
 enum opt_type { OPT_STR, OPT_INT, OPT_NUM, OPT_FLAG };
 
@@ -67,28 +68,10 @@ static const struct opt opts[] = {
 
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-/* <dir of /proc/self/exe>/../tests/data/tiny-sd1, so `build/diffusiond serve`
- * finds the bundled model from any working directory inside a checkout. */
-static void default_model_path(char *out, size_t cap)
-{
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) {
-        snprintf(out, cap, "tests/data/tiny-sd1");
-        return;
-    }
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash)
-        *slash = '\0';
-    if (snprintf(out, cap, "%s/../tests/data/tiny-sd1", exe) >= (int)cap)
-        snprintf(out, cap, "tests/data/tiny-sd1");
-}
-
 void config_defaults(struct server_config *c)
 {
     memset(c, 0, sizeof *c);
-    default_model_path(c->default_model, sizeof c->default_model);
+    sd_bundled_model_path(c->default_model, sizeof c->default_model);
     c->model = c->default_model;
     c->variant = NULL;
     c->threads = 0;

@@ -41,9 +41,18 @@ else
     fail "generate"
 fi
 
+# the bundled model is the default
+(cd /tmp && "$OLDPWD/$BIN" generate --steps 1 --quiet --prompt x --output "$tmp/g.png") && ok "bundled default model" || fail "bundled default model"
+
 # 2. summary line when stderr is not a terminal; random seed reported
 "$BIN" generate --model "$MODEL" --steps 2 --prompt x --output "$tmp/d.png" 2>"$tmp/err"
 if grep -q "^$tmp/d.png: 128x128, 2 steps, pndm, seed [0-9]*, [0-9.]* s$" "$tmp/err"; then ok "summary line"; else fail "summary line: $(cat "$tmp/err")"; fi
+
+# progress bar when stderr is a terminal (util-linux `script` gives a pty)
+if command -v script >/dev/null; then
+    script -qec "$BIN generate --model $MODEL --steps 3 --prompt x --output $tmp/t.png" /dev/null >"$tmp/tty" 2>&1
+    if grep -q "step 4/4 .* s/step  ETA" "$tmp/tty"; then ok "progress bar on a tty"; else fail "progress bar: $(head -c 300 "$tmp/tty")"; fi
+fi
 
 # 3. other settings: scheduler, size, negative prompt, eta, clip skip, variant
 gen --prompt "a castle" --negative-prompt "blurry" --scheduler ddim --eta 0.5 --width 96 --height 64 \
@@ -57,7 +66,8 @@ expect_err "steps < 1" 2 "steps must be" -- gen --prompt x --steps 0 --output "$
 expect_err "steps not a number" 2 "steps must be" -- gen --prompt x --steps 4x --output "$tmp/x.png"
 expect_err "unknown scheduler" 2 "unknown scheduler 'foo'" -- gen --prompt x --scheduler foo --output "$tmp/x.png"
 expect_err "eta out of range" 2 "eta must be" -- gen --prompt x --eta 2 --output "$tmp/x.png"
-expect_err "negative seed" 2 "seed must be" -- gen --prompt x --seed -1 --output "$tmp/x.png"
+expect_err "bad seed" 2 "seed must be" -- gen --prompt x --seed 1e5 --output "$tmp/x.png"
+gen --prompt x --seed -1 --output "$tmp/n1.png" && ok "negative seed accepted" || fail "negative seed accepted"
 expect_err "missing prompt" 2 "\-\-prompt is required" -- gen --output "$tmp/x.png"
 expect_err "missing output" 2 "output is required" -- gen --prompt x
 expect_err "clip skip too big" 2 "clip_skip must be" -- gen --prompt x --clip-skip 3 --output "$tmp/x.png"

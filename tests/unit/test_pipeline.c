@@ -191,6 +191,16 @@ TEST(pipeline_callbacks_cancel)
     sd_image_free(&a);
     sd_image_free(&b);
 
+    /* torch.manual_seed uses the low 32 bits: -1 (as uint64) == 2^32 - 1 */
+    p.steps = 1;
+    p.seed = (uint64_t)-1;
+    CHECK(sd_generate(m, &p, NULL, &a, &err) == SD_OK);
+    p.seed = 0xffffffffu;
+    CHECK(sd_generate(m, &p, NULL, &b, &err) == SD_OK);
+    CHECK(a.rgb && b.rgb && memcmp(a.rgb, b.rgb, (size_t)a.width * a.height * 3) == 0);
+    sd_image_free(&a);
+    sd_image_free(&b);
+
     /* bad parameters fail the call, not the process */
     p.steps = 0;
     CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "steps"));
