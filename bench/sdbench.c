@@ -82,6 +82,25 @@ static double peak_rss_mb(void)
     return ru.ru_maxrss / 1024.0;
 }
 
+static void profile_print(const char *what, double total)
+{
+    if (!nn_prof.enabled)
+        return;
+    printf("  %s by op:\n", what);
+    for (int i = 0; i < NN_OP_COUNT; i++) {
+        if (!nn_prof.calls[i])
+            continue;
+        printf("    %-11s %8.3f s %5.1f%%  %6ld calls", nn_op_names[i], nn_prof.seconds[i],
+               100 * nn_prof.seconds[i] / total, nn_prof.calls[i]);
+        if (nn_prof.flops[i] > 0)
+            printf("  %7.1f GFLOP/s", nn_prof.flops[i] / nn_prof.seconds[i] / 1e9);
+        printf("\n");
+    }
+    memset(nn_prof.seconds, 0, sizeof nn_prof.seconds);
+    memset(nn_prof.flops, 0, sizeof nn_prof.flops);
+    memset(nn_prof.calls, 0, sizeof nn_prof.calls);
+}
+
 static int cmd_time(const char *model, const char *variant, int size, int repeat)
 {
     struct sd_err err;
@@ -105,17 +124,22 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     for (size_t i = 0; i < 2 * n; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
     double best_t = 1e9, best_u = 1e9, best_v = 1e9;
+    int profile = nn_prof.enabled;
     for (int r = 0; r < repeat + 1; r++) { /* first round plans and warms up */
+        nn_prof.enabled = profile && r == repeat;
         double a = now_s();
         if (clip_encode(&c, ids, T, 0, ctx, &err) || clip_encode(&c, ids, T, 0, ctx + (size_t)T * D, &err))
             return die(&err);
         double b = now_s();
+        profile_print("text encoder", b - a);
         if (unet_forward(&u, x, 500.0f, ctx, T, NULL, y, 2, h, w, &err))
             return die(&err);
         double d = now_s();
+        profile_print("unet", d - b);
         if (vae_decode(&v, x, h, w, img, &err))
             return die(&err);
         double e = now_s();
+        profile_print("vae decode", e - d);
         if (r) {
             best_t = b - a < best_t ? b - a : best_t;
             best_u = d - b < best_u ? d - b : best_u;
@@ -143,7 +167,7 @@ int main(int argc, char **argv)
     int size = 512, repeat = 3, ch;
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"variant", 1, 0, 'V'}, {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'},
-        {"size", 1, 0, 's'},  {"repeat", 1, 0, 'r'},  {0, 0, 0, 0}};
+        {"size", 1, 0, 's'},  {"repeat", 1, 0, 'r'},  {"profile", 0, 0, 'p'}, {0, 0, 0, 0}};
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -153,6 +177,7 @@ int main(int argc, char **argv)
         case 'o': out = optarg; break;
         case 's': size = atoi(optarg); break;
         case 'r': repeat = atoi(optarg); break;
+        case 'p': nn_prof.enabled = 1; break;
         default: return 2;
         }
     }

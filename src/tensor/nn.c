@@ -2,6 +2,20 @@
 #include "tensor/nn.h"
 
 #include <string.h>
+#include <time.h>
+
+struct nn_profile nn_prof;
+const char *const nn_op_names[NN_OP_COUNT] = {
+    "conv", "linear", "attention", "groupnorm", "layernorm", "geglu", "activation", "add",
+    "upsample", "concat",
+};
+
+double nn_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
 
 void nn_init(struct nn *nn, const struct nn_backend *be)
 {

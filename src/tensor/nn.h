@@ -94,6 +94,32 @@ struct nn_backend {
     void (*concat_channels)(float *out, const float *a, int Ca, const float *b, int Cb, size_t npix);
 };
 
+/* Optional per-op profile (bench/sdbench --profile): wall time and FLOPs by
+ * op kind, accumulated by the dispatch functions below while enabled. */
+enum nn_op {
+    NN_OP_CONV, NN_OP_LINEAR, NN_OP_ATTENTION, NN_OP_GROUPNORM, NN_OP_LAYERNORM, NN_OP_GEGLU,
+    NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT, NN_OP_COUNT
+};
+struct nn_profile {
+    int enabled;
+    double seconds[NN_OP_COUNT];
+    double flops[NN_OP_COUNT];
+    long calls[NN_OP_COUNT];
+};
+extern struct nn_profile nn_prof;
+extern const char *const nn_op_names[NN_OP_COUNT];
+double nn_now(void);
+
+#define NN_PROF_BEGIN() double prof_t0_ = nn_prof.enabled ? nn_now() : 0
+#define NN_PROF_END(op, fl)                                                  \
+    do {                                                                     \
+        if (nn_prof.enabled) {                                               \
+            nn_prof.seconds[op] += nn_now() - prof_t0_;                      \
+            nn_prof.flops[op] += (fl);                                       \
+            nn_prof.calls[op]++;                                             \
+        }                                                                    \
+    } while (0)
+
 extern const struct nn_backend nn_backend_ref; /* ops_ref.c */
 extern const struct nn_backend nn_backend_cpu; /* ops_cpu.c */
 
@@ -118,7 +144,10 @@ static inline void nn_conv2d(struct nn *nn, struct nn_conv2d *l, const float *in
             nn->status = nn->be->conv2d_plan(l, B, H, W, &nn->err);
         return;
     }
+    NN_PROF_BEGIN();
     nn->be->conv2d(l, in, out, B, H, W);
+    NN_PROF_END(NN_OP_CONV, 2.0 * B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W) * l->cout *
+                                l->cin * l->k * l->k);
 }
 
 static inline void nn_linear(struct nn *nn, struct nn_linear *l, const float *in, float *out, int M)
@@ -128,21 +157,29 @@ static inline void nn_linear(struct nn *nn, struct nn_linear *l, const float *in
             nn->status = nn->be->linear_plan(l, M, &nn->err);
         return;
     }
+    NN_PROF_BEGIN();
     nn->be->linear(l, in, out, M);
+    NN_PROF_END(NN_OP_LINEAR, 2.0 * M * l->in * l->out);
 }
 
 static inline void nn_groupnorm(struct nn *nn, float *out, const float *in, const struct nn_norm *n,
                                 int B, int HW, int G, float eps, int silu)
 {
-    if (!nn_measuring(nn))
-        nn->be->groupnorm(out, in, n, B, HW, G, eps, silu);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->groupnorm(out, in, n, B, HW, G, eps, silu);
+    NN_PROF_END(NN_OP_GROUPNORM, 0);
 }
 
 static inline void nn_layernorm(struct nn *nn, float *out, const float *in, const struct nn_norm *n,
                                 int N, float eps)
 {
-    if (!nn_measuring(nn))
-        nn->be->layernorm(out, in, n, N, eps);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->layernorm(out, in, n, N, eps);
+    NN_PROF_END(NN_OP_LAYERNORM, 0);
 }
 
 static inline void nn_attention(struct nn *nn, float *out, const float *q, const float *k,
@@ -151,47 +188,68 @@ static inline void nn_attention(struct nn *nn, float *out, const float *q, const
 {
     size_t m = nn_mark(nn);
     float *ws = nn->be->attention_ws ? nn_alloc(nn, nn->be->attention_ws(Nq, Nk)) : NULL;
-    if (!nn_measuring(nn))
+    if (!nn_measuring(nn)) {
+        NN_PROF_BEGIN();
         nn->be->attention(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws);
+        NN_PROF_END(NN_OP_ATTENTION, 4.0 * B * heads * Nq * Nk * dh);
+    }
     nn_release(nn, m);
 }
 
 static inline void nn_geglu(struct nn *nn, float *out, const float *in, size_t N, int F)
 {
-    if (!nn_measuring(nn))
-        nn->be->geglu(out, in, N, F);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->geglu(out, in, N, F);
+    NN_PROF_END(NN_OP_GEGLU, 0);
 }
 
 static inline void nn_activation(struct nn *nn, float *x, size_t n, enum nn_act act)
 {
-    if (!nn_measuring(nn))
-        nn->be->activation(x, n, act);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->activation(x, n, act);
+    NN_PROF_END(NN_OP_ACT, 0);
 }
 
 static inline void nn_add(struct nn *nn, float *out, const float *a, const float *b, size_t n)
 {
-    if (!nn_measuring(nn))
-        nn->be->add(out, a, b, n);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->add(out, a, b, n);
+    NN_PROF_END(NN_OP_ADD, 0);
 }
 
 static inline void nn_add_channel_bias(struct nn *nn, float *x, const float *bias, int B, int HW, int C)
 {
-    if (!nn_measuring(nn))
-        nn->be->add_channel_bias(x, bias, B, HW, C);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->add_channel_bias(x, bias, B, HW, C);
+    NN_PROF_END(NN_OP_ADD, 0);
 }
 
 static inline void nn_upsample_nearest(struct nn *nn, float *out, const float *in, int B, int H, int W,
                                        int C, int OH, int OW)
 {
-    if (!nn_measuring(nn))
-        nn->be->upsample_nearest(out, in, B, H, W, C, OH, OW);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->upsample_nearest(out, in, B, H, W, C, OH, OW);
+    NN_PROF_END(NN_OP_UPSAMPLE, 0);
 }
 
 static inline void nn_concat_channels(struct nn *nn, float *out, const float *a, int Ca,
                                       const float *b, int Cb, size_t npix)
 {
-    if (!nn_measuring(nn))
-        nn->be->concat_channels(out, a, Ca, b, Cb, npix);
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->concat_channels(out, a, Ca, b, Cb, npix);
+    NN_PROF_END(NN_OP_CONCAT, 0);
 }
 
 /* Source index of PyTorch's "nearest" resize for output index dst. */
