@@ -3,6 +3,34 @@
 
 #include <stdio.h>
 
+/* Let the backend prepare the layer now (reorder, convert) and release the
+ * plain weights it no longer needs. */
+static void prepare_conv(struct weights *w, struct nn_conv2d *c, const char *prefix)
+{
+    if (w->status || !w->be || !w->be->conv2d_prepare)
+        return;
+    struct sd_err e;
+    if (w->be->conv2d_prepare(c, &e)) {
+        w->status = sd_errf(w->err, e.code, "%s: %s: %s", w->path, prefix, e.msg);
+        return;
+    }
+    weights_drop(w, c->w, (size_t)c->cout * c->cin * c->k * c->k);
+    c->w = NULL;
+}
+
+static void prepare_linear(struct weights *w, struct nn_linear *l, const char *prefix)
+{
+    if (w->status || !w->be || !w->be->linear_prepare)
+        return;
+    struct sd_err e;
+    if (w->be->linear_prepare(l, &e)) {
+        w->status = sd_errf(w->err, e.code, "%s: %s: %s", w->path, prefix, e.msg);
+        return;
+    }
+    weights_drop(w, l->w, (size_t)l->out * l->in);
+    l->w = NULL;
+}
+
 void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int in, int out,
                  int bias, int conv1x1)
 {
@@ -16,6 +44,7 @@ void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int
         snprintf(n, sizeof n, "%s.bias", prefix);
         l->b = weights_get(w, n, 1, out);
     }
+    prepare_linear(w, l, prefix);
 }
 
 void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,
@@ -32,6 +61,7 @@ void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int i
     c->w = weights_get(w, n, 4, out, in, k, k);
     snprintf(n, sizeof n, "%s.bias", prefix);
     c->b = weights_get(w, n, 1, out);
+    prepare_conv(w, c, prefix);
 }
 
 void load_norm(struct weights *w, struct nn_norm *nm, const char *prefix, int c)
@@ -81,13 +111,13 @@ void resnet_forward(struct nn *nn, struct resnet *r, const float *x, float *out,
     }
     float *h3 = r->cout <= r->cin ? h : nn_alloc(nn, B * HW * r->cout);
     nn_groupnorm(nn, h3, h2, &r->norm2, B, HW, r->groups, r->eps, 1);
-    nn_conv2d(nn, &r->conv2, h3, out, B, H, W);
-    if (r->has_shortcut) {
-        nn_conv2d(nn, &r->shortcut, x, h2, B, H, W);
-        nn_add(nn, out, out, h2, B * HW * r->cout);
-    } else {
-        nn_add(nn, out, out, x, B * HW * r->cout);
-    }
+    /* out = shortcut(x), then out += conv2(h3) inside the convolution. x is
+     * read for the last time here, so out may be x itself (identity). */
+    if (r->has_shortcut)
+        nn_conv2d(nn, &r->shortcut, x, out, B, H, W);
+    else
+        nn_copy(nn, out, x, B * HW * r->cout);
+    nn_conv2d_ex(nn, &r->conv2, h3, out, B, H, W, 1);
     nn_release(nn, m);
 }
 

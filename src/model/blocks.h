@@ -36,7 +36,8 @@ struct resnet {
 void resnet_load(struct weights *w, struct resnet *r, const char *prefix, int cin, int cout,
                  int temb_dim, int groups, float eps);
 /* out[B,H,W,cout] from x[B,H,W,cin]; emb_act: silu(time embedding) [B, temb_dim]
- * or NULL. Temporaries come from nn's arena and are released. */
+ * or NULL. out may be x when the block has no shortcut convolution (x is
+ * then overwritten). Temporaries come from nn's arena and are released. */
 void resnet_forward(struct nn *nn, struct resnet *r, const float *x, float *out, int B, int H, int W,
                     const float *emb_act);
 void resnet_release(const struct nn_backend *be, struct resnet *r);

@@ -21,6 +21,7 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
     rc = weights_open(&c->w, dir, "text_encoder", "model", variant, err);
     if (rc)
         return rc;
+    c->w.be = be;
     const struct clip_config *g = &c->cfg;
     int H = g->hidden, I = g->intermediate;
     struct weights *w = &c->w;

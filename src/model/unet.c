@@ -64,6 +64,7 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
     rc = weights_open(&u->w, dir, "unet", "diffusion_pytorch_model", variant, err);
     if (rc)
         return rc;
+    u->w.be = be;
     struct weights *w = &u->w;
     int nb = c->n_blocks, G = c->norm_groups, C0 = c->block_out[0];
     float eps = c->norm_eps;
@@ -155,16 +156,14 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
     nn_linear(nn, &b->k1, h, k, BN);
     nn_linear(nn, &b->v1, h, v, BN);
     nn_attention(nn, o, q, k, v, B, N, N, heads, dh, C, C, C, scale, 0);
-    nn_linear(nn, &b->o1, o, h, BN);
-    nn_add(nn, x, x, h, BNC);
+    nn_linear_ex(nn, &b->o1, o, x, BN, 1); /* x += to_out(o) */
 
     nn_layernorm(nn, h, x, &b->norm2, BN, 1e-5f);
     nn_linear(nn, &b->q2, h, q, BN);
     nn_linear(nn, &b->k2, ctx, k, B * T);
     nn_linear(nn, &b->v2, ctx, v, B * T);
     nn_attention(nn, o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0);
-    nn_linear(nn, &b->o2, o, h, BN);
-    nn_add(nn, x, x, h, BNC);
+    nn_linear_ex(nn, &b->o2, o, x, BN, 1);
 
     nn_release(nn, m);
     h = nn_alloc(nn, BNC);
@@ -172,8 +171,7 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
     nn_layernorm(nn, h, x, &b->norm3, BN, 1e-5f);
     nn_linear(nn, &b->ff1, h, ff, BN);
     nn_geglu(nn, g, ff, BN, 4 * C);
-    nn_linear(nn, &b->ff2, g, h, BN);
-    nn_add(nn, x, x, h, BNC);
+    nn_linear_ex(nn, &b->ff2, g, x, BN, 1);
     nn_release(nn, m);
 }
 
@@ -188,8 +186,7 @@ static void transformer_forward(struct nn *nn, struct transformer *t, float *x, 
     nn_linear(nn, &t->proj_in, h, y, B * HW);
     for (int i = 0; i < t->n_blocks; i++)
         tblock_forward(nn, &t->blocks[i], y, B, HW, t->C, t->heads, ctx, T);
-    nn_linear(nn, &t->proj_out, y, h, B * HW);
-    nn_add(nn, x, x, h, n);
+    nn_linear_ex(nn, &t->proj_out, y, x, B * HW, 1); /* x += proj_out(y) */
     nn_release(nn, m);
 }
 

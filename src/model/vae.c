@@ -123,6 +123,7 @@ int vae_load(struct vae *v, const char *dir, const char *variant, const struct n
     rc = weights_open(&v->w, dir, "vae", "diffusion_pytorch_model", variant, err);
     if (rc)
         return rc;
+    v->w.be = be;
     decoder_load(&v->w, v);
     /* Some checkpoints ship the decoder only; the encoder is optional. */
     v->has_encoder = weights_has(&v->w, "encoder.conv_in.weight");
@@ -143,8 +144,7 @@ static void attn_forward(struct nn *nn, struct vae_attn *a, float *x, int HW)
     nn_linear(nn, &a->k, h, k, HW);
     nn_linear(nn, &a->v, h, v, HW);
     nn_attention(nn, h, q, k, v, 1, HW, HW, 1, a->C, a->C, a->C, a->C, 1.0f / sqrtf((float)a->C), 0);
-    nn_linear(nn, &a->o, h, q, HW);
-    nn_add(nn, x, x, q, n);
+    nn_linear_ex(nn, &a->o, h, x, HW, 1); /* x += to_out(attention) */
     nn_release(nn, m);
 }
 
@@ -154,6 +154,18 @@ struct vae_args {
     float *out, *out2;
     int h, w;
 };
+
+/* A resnet step of the ping-pong: in place when the block keeps its
+ * channel count (no shortcut convolution), else into the other buffer. */
+static void step(struct nn *nn, struct resnet *r, float **buf, int *cur, int h, int w)
+{
+    if (r->has_shortcut) {
+        resnet_forward(nn, r, buf[*cur], buf[!*cur], 1, h, w, NULL);
+        *cur = !*cur;
+    } else {
+        resnet_forward(nn, r, buf[*cur], buf[*cur], 1, h, w, NULL);
+    }
+}
 
 /* Largest activation of each coder (channels x pixels over its stages).
  * Stages ping-pong between two buffers of that size, so the arena holds two
@@ -212,19 +224,15 @@ static void decode_run(void *arg)
     cur = x == buf[1];
 
     /* mid block */
-    resnet_forward(nn, &d->mid_res[0], buf[cur], buf[!cur], 1, h, w, NULL);
-    cur = !cur;
+    step(nn, &d->mid_res[0], buf, &cur, h, w);
     if (c->mid_attn)
         attn_forward(nn, &d->mid_attn, buf[cur], h * w);
-    resnet_forward(nn, &d->mid_res[1], buf[cur], buf[!cur], 1, h, w, NULL);
-    cur = !cur;
+    step(nn, &d->mid_res[1], buf, &cur, h, w);
 
     for (int i = 0; i < nb; i++) {
         struct vae_level *l = &d->level[i];
-        for (int j = 0; j < l->n_res; j++) {
-            resnet_forward(nn, &l->res[j], buf[cur], buf[!cur], 1, h, w, NULL);
-            cur = !cur;
-        }
+        for (int j = 0; j < l->n_res; j++)
+            step(nn, &l->res[j], buf, &cur, h, w);
         C = c->block_out[nb - 1 - i];
         if (l->has_sampler) {
             size_t m = nn_mark(nn);
@@ -255,22 +263,18 @@ static void encode_run(void *arg)
     nn_conv2d(nn, &e->conv_in, a->in, buf[0], 1, h, w);
     for (int i = 0; i < nb; i++) {
         struct vae_level *l = &e->level[i];
-        for (int j = 0; j < l->n_res; j++) {
-            resnet_forward(nn, &l->res[j], buf[cur], buf[!cur], 1, h, w, NULL);
-            cur = !cur;
-        }
+        for (int j = 0; j < l->n_res; j++)
+            step(nn, &l->res[j], buf, &cur, h, w);
         if (l->has_sampler) {
             nn_conv2d(nn, &l->sampler, buf[cur], buf[!cur], 1, h, w);
             h = nn_conv2d_out_size(&l->sampler, h), w = nn_conv2d_out_size(&l->sampler, w);
             cur = !cur;
         }
     }
-    resnet_forward(nn, &e->mid_res[0], buf[cur], buf[!cur], 1, h, w, NULL);
-    cur = !cur;
+    step(nn, &e->mid_res[0], buf, &cur, h, w);
     if (c->mid_attn)
         attn_forward(nn, &e->mid_attn, buf[cur], h * w);
-    resnet_forward(nn, &e->mid_res[1], buf[cur], buf[!cur], 1, h, w, NULL);
-    cur = !cur;
+    step(nn, &e->mid_res[1], buf, &cur, h, w);
     nn_groupnorm(nn, buf[!cur], buf[cur], &e->norm_out, 1, h * w, c->norm_groups, VAE_EPS, 1);
     nn_conv2d(nn, &e->conv_out, buf[!cur], buf[cur], 1, h, w);
     float *mo = buf[cur];

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "model/safetensors.h"
@@ -133,6 +134,25 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
     }
     w->owned[w->n_owned++] = buf;
     return buf;
+}
+
+void weights_drop(struct weights *w, const float *p, size_t n)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < w->n_owned; i++)
+        if (w->owned[i] == p) {
+            free(w->owned[i]);
+            w->owned[i] = w->owned[--w->n_owned];
+            w->dropped += n * sizeof(float);
+            return;
+        }
+    /* In the mapping: drop the pages wholly inside [p, p + n). */
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)(p + n)) & ~(uintptr_t)(page - 1);
+    if (b > a && !madvise((void *)a, b - a, MADV_DONTNEED))
+        w->dropped += b - a;
 }
 
 int weights_has(const struct weights *w, const char *name)

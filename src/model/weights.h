@@ -21,6 +21,7 @@
 #include "util/err.h"
 
 struct st_file;
+struct nn_backend;
 
 struct weights {
     struct st_file *file;
@@ -30,6 +31,10 @@ struct weights {
     int n_used;         /* tensors handed out */
     int status;
     struct sd_err *err;
+    /* The backend that will run the layers; the layer loaders (blocks.h)
+     * let it prepare each layer's weights as they are read. */
+    const struct nn_backend *be;
+    size_t dropped;     /* bytes of plain weights released after preparation */
 };
 
 /* base: "diffusion_pytorch_model" (unet, vae) or "model" (text encoder).
@@ -40,6 +45,12 @@ int weights_open(struct weights *w, const char *dir, const char *component, cons
 
 /* The tensor `name` as float32 with exactly the given dims (ndim ints follow). */
 const float *weights_get(struct weights *w, const char *name, int ndim, ...);
+
+/* The backend has its own copy of the tensor at p (n floats, from
+ * weights_get): release ours. Converted buffers are freed; pages of the
+ * file mapping are dropped from memory (madvise), so each weight is held
+ * once. p must not be used afterwards. */
+void weights_drop(struct weights *w, const float *p, size_t n);
 
 /* 1 if the file has a tensor of that name (for alternative spellings). */
 int weights_has(const struct weights *w, const char *name);

@@ -22,6 +22,7 @@
 #define SD_NN_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "tensor/arena.h"
 #include "util/err.h"
@@ -58,14 +59,24 @@ static inline int nn_conv2d_out_size(const struct nn_conv2d *l, int n)
 
 struct nn_backend {
     const char *name;
-    /* out[B,OH,OW,cout] = conv(in[B,H,W,cin]) */
-    void (*conv2d)(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W);
+    /* Load time, optional: prepare a layer's weights (reorder, convert).
+     * When it succeeds the backend never reads l->w again (the loader may
+     * drop the file pages). */
+    int (*conv2d_prepare)(struct nn_conv2d *l, struct sd_err *err);
+    int (*linear_prepare)(struct nn_linear *l, struct sd_err *err);
+    /* out[B,OH,OW,cout] = conv(in[B,H,W,cin]), or += when accumulate.
+     * ws: conv2d_ws() floats of scratch (conv2d_ws may be NULL: none). */
+    void (*conv2d)(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                   int accumulate, float *ws);
+    size_t (*conv2d_ws)(const struct nn_conv2d *l, int B, int H, int W);
     /* Optional: prepare for these input sizes (called in measure mode). */
-    int (*conv2d_plan)(struct nn_conv2d *l, int B, int H, int W, struct sd_err *err);
-    /* out[M,out] = in[M,in] W^T + b */
-    void (*linear)(const struct nn_linear *l, const float *in, float *out, int M);
-    int (*linear_plan)(struct nn_linear *l, int M, struct sd_err *err);
-    /* Release whatever plan() attached to a layer. */
+    int (*conv2d_plan)(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err);
+    /* out[M,out] = in[M,in] W^T + b, or += when accumulate. */
+    void (*linear)(const struct nn_linear *l, const float *in, float *out, int M, int accumulate,
+                   float *ws);
+    size_t (*linear_ws)(const struct nn_linear *l, int M);
+    int (*linear_plan)(struct nn_linear *l, int M, int accumulate, struct sd_err *err);
+    /* Release whatever prepare/plan attached to a layer. */
     void (*layer_release)(void **be_state);
     /* GroupNorm over [B, HW, C] with G groups; silu != 0 applies SiLU after. */
     void (*groupnorm)(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
@@ -120,8 +131,9 @@ double nn_now(void);
         }                                                                    \
     } while (0)
 
-extern const struct nn_backend nn_backend_ref; /* ops_ref.c */
-extern const struct nn_backend nn_backend_cpu; /* ops_cpu.c */
+extern const struct nn_backend nn_backend_ref;      /* ops_ref.c: plain loops */
+extern const struct nn_backend nn_backend_cpu;      /* ops_cpu.c: oneDNN + OpenMP, float32 */
+extern const struct nn_backend nn_backend_cpu_bf16; /* the same, bf16 weights and products */
 
 /* Per-network execution context. */
 struct nn {
@@ -136,30 +148,50 @@ static inline float *nn_alloc(struct nn *nn, size_t n) { return arena_alloc(&nn-
 static inline size_t nn_mark(struct nn *nn) { return arena_mark(&nn->arena); }
 static inline void nn_release(struct nn *nn, size_t m) { arena_release(&nn->arena, m); }
 
+/* out = conv(in), or out += conv(in) when accumulate (a fused residual add). */
+static inline void nn_conv2d_ex(struct nn *nn, struct nn_conv2d *l, const float *in, float *out,
+                                int B, int H, int W, int accumulate)
+{
+    size_t m = nn_mark(nn);
+    float *ws = nn->be->conv2d_ws ? nn_alloc(nn, nn->be->conv2d_ws(l, B, H, W)) : NULL;
+    if (nn_measuring(nn)) {
+        if (!nn->status && nn->be->conv2d_plan)
+            nn->status = nn->be->conv2d_plan(l, B, H, W, accumulate, &nn->err);
+    } else {
+        NN_PROF_BEGIN();
+        nn->be->conv2d(l, in, out, B, H, W, accumulate, ws);
+        NN_PROF_END(NN_OP_CONV, 2.0 * B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W) *
+                                    l->cout * l->cin * l->k * l->k);
+    }
+    nn_release(nn, m);
+}
+
 static inline void nn_conv2d(struct nn *nn, struct nn_conv2d *l, const float *in, float *out,
                              int B, int H, int W)
 {
-    if (nn_measuring(nn)) {
-        if (!nn->status && nn->be->conv2d_plan)
-            nn->status = nn->be->conv2d_plan(l, B, H, W, &nn->err);
-        return;
-    }
-    NN_PROF_BEGIN();
-    nn->be->conv2d(l, in, out, B, H, W);
-    NN_PROF_END(NN_OP_CONV, 2.0 * B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W) * l->cout *
-                                l->cin * l->k * l->k);
+    nn_conv2d_ex(nn, l, in, out, B, H, W, 0);
 }
 
-static inline void nn_linear(struct nn *nn, struct nn_linear *l, const float *in, float *out, int M)
+static inline void nn_linear_ex(struct nn *nn, struct nn_linear *l, const float *in, float *out,
+                                int M, int accumulate)
 {
+    size_t m = nn_mark(nn);
+    float *ws = nn->be->linear_ws ? nn_alloc(nn, nn->be->linear_ws(l, M)) : NULL;
     if (nn_measuring(nn)) {
         if (!nn->status && nn->be->linear_plan)
-            nn->status = nn->be->linear_plan(l, M, &nn->err);
-        return;
+            nn->status = nn->be->linear_plan(l, M, accumulate, &nn->err);
+    } else {
+        NN_PROF_BEGIN();
+        nn->be->linear(l, in, out, M, accumulate, ws);
+        NN_PROF_END(NN_OP_LINEAR, 2.0 * M * l->in * l->out);
     }
-    NN_PROF_BEGIN();
-    nn->be->linear(l, in, out, M);
-    NN_PROF_END(NN_OP_LINEAR, 2.0 * M * l->in * l->out);
+    nn_release(nn, m);
+}
+
+/* out = in W^T + b */
+static inline void nn_linear(struct nn *nn, struct nn_linear *l, const float *in, float *out, int M)
+{
+    nn_linear_ex(nn, l, in, out, M, 0);
 }
 
 static inline void nn_groupnorm(struct nn *nn, float *out, const float *in, const struct nn_norm *n,
@@ -220,6 +252,18 @@ static inline void nn_add(struct nn *nn, float *out, const float *a, const float
         return;
     NN_PROF_BEGIN();
     nn->be->add(out, a, b, n);
+    NN_PROF_END(NN_OP_ADD, 0);
+}
+
+/* out = in (n floats). */
+static inline void nn_copy(struct nn *nn, float *out, const float *in, size_t n)
+{
+    if (nn_measuring(nn) || out == in)
+        return;
+    NN_PROF_BEGIN();
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+    for (size_t i = 0; i < n; i += 4096)
+        memcpy(out + i, in + i, (n - i < 4096 ? n - i : 4096) * sizeof(float));
     NN_PROF_END(NN_OP_ADD, 0);
 }
 

@@ -1,10 +1,29 @@
-/* onednn.c - see onednn.h. */
+/* onednn.c - convolutions and matrix products through oneDNN (v2 C API).
+ *
+ * A conv or linear layer's be_state is a `struct dn_layer`: its weights,
+ * prepared once at load time in the blocked layout oneDNN's fastest kernel
+ * wants (and in bfloat16 for the bf16 backend), plus one primitive per
+ * input shape met in planning. After preparation the plain weights are not
+ * read again, so the loader can drop them (weights_drop).
+ *
+ * bf16: weights are held in bf16 and each input is rounded to bf16 in a
+ * workspace just before the primitive runs (compute-bound ops, so the extra
+ * pass costs ~1%); accumulation and outputs stay float32.
+ *
+ * "accumulate" runs the primitive with a sum post-op: out += op(in), which
+ * is how residual additions are fused into the layer before them.
+ */
 #include "tensor/onednn.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
 
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
@@ -18,25 +37,25 @@ static void engine_init(void)
         engine_status = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
 }
 
-#define MAX_SHAPES 4
+#define MAX_SHAPES 6
 
-/* One primitive per input shape (B, H, W) of a conv layer. */
-struct conv_entry {
-    int B, H, W;
+/* One primitive for one input shape (conv: B, H, W; linear: M) and mode. */
+struct dn_entry {
+    int key[4]; /* conv: B, H, W, accumulate; linear: M, accumulate, 0, 0 */
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, bias, dst;
+    void *wei_own; /* weights reordered for this primitive only (rare) */
 };
 
-struct conv_state {
+struct dn_layer {
+    int bf16;
+    dnnl_memory_desc_t wei_md; /* layout of `wei` */
+    void *wei;                 /* prepared weights, owned */
     int n;
-    struct conv_entry e[MAX_SHAPES];
-    /* Weights in the format the first primitive chose; later shapes are
-     * created with that same format so the weights exist once. */
-    dnnl_memory_desc_t wei_md;
-    void *wei_buf;
+    struct dn_entry e[MAX_SHAPES];
 };
 
-static int onednn_fail(struct sd_err *err, const char *what, dnnl_status_t s)
+static int dn_fail(struct sd_err *err, const char *what, dnnl_status_t s)
 {
     return sd_errf(err, SD_ERR_INTERNAL, "oneDNN: %s failed (status %d)", what, (int)s);
 }
@@ -45,163 +64,357 @@ static int onednn_fail(struct sd_err *err, const char *what, dnnl_status_t s)
     do {                                                                  \
         dnnl_status_t s_ = (call);                                        \
         if (s_ != dnnl_success) {                                         \
-            rc = onednn_fail(err, what, s_);                                \
+            rc = dn_fail(err, what, s_);                                  \
             goto fail;                                                    \
         }                                                                 \
     } while (0)
 
-/* Reorder plain OIHW weights into the layout described by md, once. */
-static int reorder_weights(const struct nn_conv2d *l, const dnnl_memory_desc_t *md, void **out,
-                           struct sd_err *err)
+static int engine_ready(struct sd_err *err)
+{
+    pthread_once(&engine_once, engine_init);
+    return engine_status == dnnl_success ? SD_OK : dn_fail(err, "engine creation", engine_status);
+}
+
+/* Copy src (described by from) into a new buffer laid out as `to`. */
+static int reorder(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
+                   void **out, struct sd_err *err)
 {
     int rc = SD_OK;
-    dnnl_memory_desc_t plain;
-    dnnl_dims_t wd = {l->cout, l->cin, l->k, l->k};
     dnnl_memory_t msrc = NULL, mdst = NULL;
-    dnnl_primitive_desc_t rpd = NULL;
-    dnnl_primitive_t rp = NULL;
-    size_t bytes = dnnl_memory_desc_get_size(md);
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t p = NULL;
+    size_t bytes = dnnl_memory_desc_get_size(to);
     void *buf = NULL;
     if (posix_memalign(&buf, 64, bytes ? bytes : 64))
-        return sd_errf(err, SD_ERR_NOMEM, "oneDNN weights: out of memory");
-    TRY(dnnl_memory_desc_init_by_tag(&plain, 4, wd, dnnl_f32, dnnl_oihw), "weights desc");
-    TRY(dnnl_memory_create(&msrc, &plain, engine, (void *)l->w), "memory");
-    TRY(dnnl_memory_create(&mdst, md, engine, buf), "memory");
-    TRY(dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, md, engine, NULL), "reorder desc");
-    TRY(dnnl_primitive_create(&rp, rpd), "reorder");
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory preparing weights");
+    TRY(dnnl_memory_create(&msrc, from, engine, (void *)src), "memory");
+    TRY(dnnl_memory_create(&mdst, to, engine, buf), "memory");
+    TRY(dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, NULL), "reorder desc");
+    TRY(dnnl_primitive_create(&p, pd), "reorder");
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, msrc}, {DNNL_ARG_TO, mdst}};
-    TRY(dnnl_primitive_execute(rp, stream, 2, args), "reorder");
+    TRY(dnnl_primitive_execute(p, stream, 2, args), "reorder");
     TRY(dnnl_stream_wait(stream), "stream wait");
     *out = buf;
     buf = NULL;
 fail:
     free(buf);
-    if (rp) dnnl_primitive_destroy(rp);
-    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (p) dnnl_primitive_destroy(p);
+    if (pd) dnnl_primitive_desc_destroy(pd);
     if (msrc) dnnl_memory_destroy(msrc);
     if (mdst) dnnl_memory_destroy(mdst);
     return rc;
 }
 
-static void conv_entry_destroy(struct conv_entry *e)
+static void entry_destroy(struct dn_entry *e)
 {
     if (e->prim) dnnl_primitive_destroy(e->prim);
     if (e->src) dnnl_memory_destroy(e->src);
-    if (e->dst) dnnl_memory_destroy(e->dst);
     if (e->wei) dnnl_memory_destroy(e->wei);
     if (e->bias) dnnl_memory_destroy(e->bias);
+    if (e->dst) dnnl_memory_destroy(e->dst);
+    free(e->wei_own);
     memset(e, 0, sizeof *e);
 }
 
-static struct conv_entry *conv_find(const struct conv_state *st, int B, int H, int W)
+static struct dn_entry *entry_find(const struct dn_layer *st, const int key[4])
 {
     for (int i = 0; st && i < st->n; i++)
-        if (st->e[i].B == B && st->e[i].H == H && st->e[i].W == W)
-            return (struct conv_entry *)&st->e[i];
+        if (!memcmp(st->e[i].key, key, sizeof st->e[i].key))
+            return (struct dn_entry *)&st->e[i];
     return NULL;
 }
 
-int onednn_conv2d_plan(struct nn_conv2d *l, int B, int H, int W, struct sd_err *err)
+/* ------------------------------------------------------ descriptors */
+
+static dnnl_data_type_t compute_type(int bf16) { return bf16 ? dnnl_bf16 : dnnl_f32; }
+
+static dnnl_status_t conv_desc(dnnl_convolution_desc_t *cd, const struct nn_conv2d *l, int B, int H,
+                               int W, int bf16, const dnnl_memory_desc_t *wei)
 {
-    pthread_once(&engine_once, engine_init);
-    if (engine_status != dnnl_success)
-        return onednn_fail(err, "engine creation", engine_status);
-    struct conv_state *st = l->be_state;
-    if (conv_find(st, B, H, W))
-        return SD_OK;
-    if (!st) {
-        st = calloc(1, sizeof *st);
-        if (!st)
-            return sd_errf(err, SD_ERR_NOMEM, "out of memory");
-        l->be_state = st;
+    dnnl_memory_desc_t src, bias, dst;
+    int OH = nn_conv2d_out_size(l, H), OW = nn_conv2d_out_size(l, W);
+    dnnl_dims_t sd = {B, l->cin, H, W}, bd = {l->cout}, dd = {B, l->cout, OH, OW};
+    dnnl_dims_t strides = {l->stride, l->stride}, pl = {l->pad_lo, l->pad_lo}, pr = {l->pad_hi, l->pad_hi};
+    dnnl_status_t s;
+    if ((s = dnnl_memory_desc_init_by_tag(&src, 4, sd, compute_type(bf16), dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x)))
+        return s;
+    return dnnl_convolution_forward_desc_init(cd, dnnl_forward_inference, dnnl_convolution_direct, &src,
+                                              wei, l->b ? &bias : NULL, &dst, strides, pl, pr);
+}
+
+static dnnl_status_t matmul_desc(dnnl_matmul_desc_t *md, const struct nn_linear *l, int M, int bf16,
+                                 const dnnl_memory_desc_t *wei)
+{
+    dnnl_memory_desc_t src, bias, dst;
+    dnnl_dims_t sd = {M, l->in}, bd = {1, l->out}, dd = {M, l->out};
+    dnnl_status_t s;
+    if ((s = dnnl_memory_desc_init_by_tag(&src, 2, sd, compute_type(bf16), dnnl_ab)) ||
+        (s = dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab)) ||
+        (s = dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab)))
+        return s;
+    return dnnl_matmul_desc_init(md, &src, wei, l->b ? &bias : NULL, &dst);
+}
+
+/* Weights as stored in the file: conv [O, I, kh, kw], linear [N, K] (which
+ * is matmul's K x N weights in "ba" order). */
+static dnnl_status_t plain_weights(dnnl_memory_desc_t *md, int conv, int o, int i, int k)
+{
+    if (conv) {
+        dnnl_dims_t d = {o, i, k, k};
+        return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_oihw);
     }
+    dnnl_dims_t d = {i, o};
+    return dnnl_memory_desc_init_by_tag(md, 2, d, dnnl_f32, dnnl_ba);
+}
+
+static dnnl_status_t any_weights(dnnl_memory_desc_t *md, int conv, int o, int i, int k, int bf16)
+{
+    if (conv) {
+        dnnl_dims_t d = {o, i, k, k};
+        return dnnl_memory_desc_init_by_tag(md, 4, d, compute_type(bf16), dnnl_format_tag_any);
+    }
+    dnnl_dims_t d = {i, o};
+    return dnnl_memory_desc_init_by_tag(md, 2, d, compute_type(bf16), dnnl_format_tag_any);
+}
+
+/* A primitive descriptor for a conv (M < 0 unused) or a matmul; wei is the
+ * weights layout to use (format_tag_any to let oneDNN choose). */
+static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, const struct nn_conv2d *c,
+                             const struct nn_linear *l, const int key[4], int bf16,
+                             const dnnl_memory_desc_t *wei, int accumulate)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    if (!s && accumulate) {
+        if (!(s = dnnl_post_ops_create(&ops)) && !(s = dnnl_post_ops_append_sum(ops, 1.0f)))
+            s = dnnl_primitive_attr_set_post_ops(attr, ops);
+    }
+    if (!s) {
+        if (c) {
+            dnnl_convolution_desc_t cd;
+            if (!(s = conv_desc(&cd, c, key[0], key[1], key[2], bf16, wei)))
+                s = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
+        } else {
+            dnnl_matmul_desc_t md;
+            if (!(s = matmul_desc(&md, l, key[0], bf16, wei)))
+                s = dnnl_primitive_desc_create(pd, &md, attr, engine, NULL);
+        }
+    }
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return s;
+}
+
+/* ------------------------------------------------------------ prepare */
+
+static int prepare(void **state, const struct nn_conv2d *c, const struct nn_linear *l, int bf16,
+                   struct sd_err *err)
+{
+    int rc = engine_ready(err);
+    if (rc)
+        return rc;
+    struct dn_layer *st = calloc(1, sizeof *st);
+    if (!st)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    st->bf16 = bf16;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t any, plain;
+    /* A typical shape to let oneDNN pick the weights layout; other shapes
+     * reuse that layout (see plan). */
+    int key[4] = {c ? 2 : 1024, 32, 32, 0};
+    int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
+    TRY(any_weights(&any, !!c, o, i, k, bf16), "weights desc");
+    TRY(plain_weights(&plain, !!c, o, i, k), "weights desc");
+    TRY(make_pd(&pd, c, l, key, bf16, &any, 0), c ? "convolution desc" : "matmul desc");
+    st->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    rc = reorder(&plain, c ? c->w : l->w, &st->wei_md, &st->wei, err);
+    if (rc)
+        goto fail;
+    dnnl_primitive_desc_destroy(pd);
+    *state = st;
+    return SD_OK;
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    free(st->wei);
+    free(st);
+    return rc;
+}
+
+int onednn_conv2d_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
+{
+    return prepare(&l->be_state, l, NULL, bf16, err);
+}
+
+int onednn_linear_prepare(struct nn_linear *l, int bf16, struct sd_err *err)
+{
+    return prepare(&l->be_state, NULL, l, bf16, err);
+}
+
+/* --------------------------------------------------------------- plan */
+
+static int plan(struct dn_layer *st, const struct nn_conv2d *c, const struct nn_linear *l,
+                const int key[4], struct sd_err *err)
+{
+    if (entry_find(st, key))
+        return SD_OK;
     if (st->n == MAX_SHAPES) { /* forget the oldest shape */
-        conv_entry_destroy(&st->e[0]);
+        entry_destroy(&st->e[0]);
         memmove(&st->e[0], &st->e[1], sizeof st->e[0] * (MAX_SHAPES - 1));
         st->n--;
     }
-    int rc = SD_OK;
-    int OH = nn_conv2d_out_size(l, H), OW = nn_conv2d_out_size(l, W);
-    dnnl_memory_desc_t src, wei, bias, dst;
-    dnnl_dims_t sd = {B, l->cin, H, W}, wd = {l->cout, l->cin, l->k, l->k}, bd = {l->cout},
-                dd = {B, l->cout, OH, OW};
-    dnnl_dims_t strides = {l->stride, l->stride}, pl = {l->pad_lo, l->pad_lo}, pr = {l->pad_hi, l->pad_hi};
-    dnnl_convolution_desc_t cd;
-    dnnl_primitive_desc_t pd = NULL;
-    struct conv_entry *e = &st->e[st->n];
+    int rc = SD_OK, acc = c ? key[3] : key[1];
+    struct dn_entry *e = &st->e[st->n];
     memset(e, 0, sizeof *e);
-    TRY(dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, dnnl_nhwc), "src desc");
-    TRY(dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_nhwc), "dst desc");
-    TRY(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x), "bias desc");
-    if (st->wei_buf)
-        wei = st->wei_md;
-    else
-        TRY(dnnl_memory_desc_init_by_tag(&wei, 4, wd, dnnl_f32, dnnl_format_tag_any), "weights desc");
-    TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &src,
-                                           &wei, l->b ? &bias : NULL, &dst, strides, pl, pr),
-        "convolution desc");
-    TRY(dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL), "convolution primitive desc");
-    if (!st->wei_buf) {
-        st->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        rc = reorder_weights(l, &st->wei_md, &st->wei_buf, err);
-        if (rc)
-            goto fail;
+    dnnl_primitive_desc_t pd = NULL;
+    const dnnl_memory_desc_t *wmd = &st->wei_md;
+    void *wei = st->wei;
+    if (make_pd(&pd, c, l, key, st->bf16, &st->wei_md, acc) != dnnl_success) {
+        /* This shape's kernel wants another weights layout: derive it from
+         * the prepared copy, for this primitive only. */
+        dnnl_memory_desc_t any;
+        int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
+        TRY(any_weights(&any, !!c, o, i, k, st->bf16), "weights desc");
+        TRY(make_pd(&pd, c, l, key, st->bf16, &any, acc), c ? "convolution desc" : "matmul desc");
+        wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (!dnnl_memory_desc_equal(wmd, &st->wei_md)) {
+            if ((rc = reorder(&st->wei_md, st->wei, wmd, &e->wei_own, err)))
+                goto fail;
+            wei = e->wei_own;
+        }
     }
-    TRY(dnnl_primitive_create(&e->prim, pd), "convolution primitive");
-    TRY(dnnl_memory_create(&e->src, &src, engine, DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&e->dst, &dst, engine, DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&e->wei, &st->wei_md, engine, st->wei_buf), "memory");
-    if (l->b)
-        TRY(dnnl_memory_create(&e->bias, &bias, engine, (void *)l->b), "memory");
-    e->B = B, e->H = H, e->W = W;
+    TRY(dnnl_primitive_create(&e->prim, pd), "primitive creation");
+    TRY(dnnl_memory_create(&e->src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), engine,
+                           DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&e->dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), engine,
+                           DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&e->wei, wmd, engine, wei), "memory");
+    const float *b = c ? c->b : l->b;
+    if (b)
+        TRY(dnnl_memory_create(&e->bias, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
+                               engine, (void *)b), "memory");
+    memcpy(e->key, key, sizeof e->key);
     st->n++;
     dnnl_primitive_desc_destroy(pd);
     return SD_OK;
 fail:
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    conv_entry_destroy(e);
+    entry_destroy(e);
     return rc;
 }
 
-void onednn_conv2d_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W)
+int onednn_conv2d_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err)
 {
-    struct conv_entry *e = conv_find(l->be_state, B, H, W);
+    if (!l->be_state)
+        return sd_errf(err, SD_ERR_INTERNAL, "convolution used before its weights were prepared");
+    int key[4] = {B, H, W, accumulate};
+    return plan(l->be_state, l, NULL, key, err);
+}
+
+int onednn_linear_plan(struct nn_linear *l, int M, int accumulate, struct sd_err *err)
+{
+    if (!l->be_state)
+        return sd_errf(err, SD_ERR_INTERNAL, "linear layer used before its weights were prepared");
+    int key[4] = {M, accumulate, 0, 0};
+    return plan(l->be_state, NULL, l, key, err);
+}
+
+/* ---------------------------------------------------------------- run */
+
+/* dst[i] = bf16(src[i]), round to nearest even. */
+static void to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (size_t blk = 0; blk < (n + 4095) / 4096; blk++) {
+        size_t i = blk * 4096, end = i + 4096 < n ? i + 4096 : n;
+#ifdef __AVX512BF16__
+        for (; i + 32 <= end; i += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+            _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
+        }
+#endif
+        for (; i < end; i++) {
+            uint32_t u;
+            memcpy(&u, &src[i], 4);
+            if ((u & 0x7fffffffu) > 0x7f800000u)
+                dst[i] = (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+            else
+                dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+        }
+    }
+}
+
+static void run(const struct dn_layer *st, const int key[4], const float *in, size_t in_n, float *out,
+                float *ws)
+{
+    struct dn_entry *e = entry_find(st, key);
     SD_ASSERT(e); /* planned in measure mode */
-    dnnl_memory_set_data_handle(e->src, (void *)in);
+    const void *src = in;
+    if (st->bf16) {
+        to_bf16((uint16_t *)ws, in, in_n);
+        src = ws;
+    }
+    dnnl_memory_set_data_handle(e->src, (void *)src);
     dnnl_memory_set_data_handle(e->dst, out);
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei},
                                {DNNL_ARG_DST, e->dst}, {DNNL_ARG_BIAS, e->bias}};
-    dnnl_status_t s = dnnl_primitive_execute(e->prim, stream, l->b ? 4 : 3, args);
+    dnnl_status_t s = dnnl_primitive_execute(e->prim, stream, e->bias ? 4 : 3, args);
     SD_ASSERT(s == dnnl_success);
     s = dnnl_stream_wait(stream);
     SD_ASSERT(s == dnnl_success);
 }
 
+void onednn_conv2d_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                       int accumulate, float *ws)
+{
+    int key[4] = {B, H, W, accumulate};
+    run(l->be_state, key, in, (size_t)B * H * W * l->cin, out, ws);
+}
+
+void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, int M, int accumulate,
+                       float *ws)
+{
+    int key[4] = {M, accumulate, 0, 0};
+    run(l->be_state, key, in, (size_t)M * l->in, out, ws);
+}
+
+size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W)
+{
+    const struct dn_layer *st = l->be_state;
+    return st && st->bf16 ? ((size_t)B * H * W * l->cin + 1) / 2 : 0;
+}
+
+size_t onednn_linear_ws(const struct nn_linear *l, int M)
+{
+    const struct dn_layer *st = l->be_state;
+    return st && st->bf16 ? ((size_t)M * l->in + 1) / 2 : 0;
+}
+
+size_t onednn_weight_bytes(const void *be_state)
+{
+    const struct dn_layer *st = be_state;
+    return st ? dnnl_memory_desc_get_size(&st->wei_md) : 0;
+}
+
 void onednn_layer_release(void **be_state)
 {
-    struct conv_state *st = *be_state;
+    struct dn_layer *st = *be_state;
     if (!st)
         return;
     for (int i = 0; i < st->n; i++)
-        conv_entry_destroy(&st->e[i]);
-    free(st->wei_buf);
+        entry_destroy(&st->e[i]);
+    free(st->wei);
     free(st);
     *be_state = NULL;
 }
 
 void onednn_gemm(char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-               int ldb, float beta, float *C, int ldc)
+                 int ldb, float beta, float *C, int ldc)
 {
     dnnl_status_t s = dnnl_sgemm('N', tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     SD_ASSERT(s == dnnl_success);
-}
-
-void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, int M)
-{
-    if (l->b) {
-        for (int m = 0; m < M; m++)
-            memcpy(out + (size_t)m * l->out, l->b, l->out * sizeof(float));
-    }
-    onednn_gemm('T', M, l->out, l->in, 1.0f, in, l->in, l->w, l->in, l->b ? 1.0f : 0.0f, out, l->out);
 }

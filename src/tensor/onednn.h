@@ -1,22 +1,34 @@
 /* onednn.h - convolutions and matrix products through oneDNN (v2 C API).
  *
- * Used by the fast CPU backend (ops_cpu.c). A layer's be_state holds its
- * oneDNN primitives, one per input shape seen in planning, and its weights
- * reordered once into the blocked format the primitive prefers.
+ * Used by the fast CPU backends (ops_cpu.c). See onednn.c for how a
+ * layer's weights and primitives are kept.
  */
 #ifndef SD_ONEDNN_H
 #define SD_ONEDNN_H
 
 #include "tensor/nn.h"
 
-int onednn_conv2d_plan(struct nn_conv2d *l, int B, int H, int W, struct sd_err *err);
-void onednn_conv2d_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W);
-void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, int M);
+/* Load time: weights into oneDNN's preferred layout, f32 or bf16. */
+int onednn_conv2d_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err);
+int onednn_linear_prepare(struct nn_linear *l, int bf16, struct sd_err *err);
+/* Measure mode: a primitive for this input shape (and accumulate mode). */
+int onednn_conv2d_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err);
+int onednn_linear_plan(struct nn_linear *l, int M, int accumulate, struct sd_err *err);
+/* Run; ws has onednn_*_ws() floats of scratch (bf16 inputs). */
+void onednn_conv2d_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                       int accumulate, float *ws);
+void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, int M, int accumulate,
+                       float *ws);
+size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W);
+size_t onednn_linear_ws(const struct nn_linear *l, int M);
+/* Bytes held by a prepared layer's weights. */
+size_t onednn_weight_bytes(const void *be_state);
 void onednn_layer_release(void **be_state);
 
-/* Row-major C[M,N] = A[M,K] * op(B) (+ beta*C); op(B) = B^T when tb ('T'),
- * B is then [N,K] with row stride ldb. Thin wrapper over dnnl_sgemm. */
+/* Row-major C[M,N] = alpha A[M,K] op(B) + beta C; op(B) = B^T when tb is
+ * 'T' (B is then [N,K] with row stride ldb). Thin wrapper over dnnl_sgemm;
+ * single-threaded when called inside a parallel region. */
 void onednn_gemm(char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-               int ldb, float beta, float *C, int ldc);
+                 int ldb, float beta, float *C, int ldc);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "tensor/nn.h"
 #include "tensor/onednn.h"
+#include "tensor/vmath.h"
 
 /* Below this many floats of work an op runs on one thread: waking the pool
  * costs more than the op (and tiny models are all tiny ops). */
@@ -75,14 +76,10 @@ static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, 
             for (int p = 0; p < HW; p++) {
                 const float *xp = x + (size_t)p * C;
                 float *yp = y + (size_t)p * C;
+                for (int c = 0; c < C; c++)
+                    yp[c] = xp[c] * scale[c] + shift[c];
                 if (do_silu)
-                    for (int c = 0; c < C; c++) {
-                        float v = xp[c] * scale[c] + shift[c];
-                        yp[c] = v / (1.0f + expf(-v));
-                    }
-                else
-                    for (int c = 0; c < C; c++)
-                        yp[c] = xp[c] * scale[c] + shift[c];
+                    vsilu(yp, C);
             }
         }
     }
@@ -143,11 +140,7 @@ static void cpu_attention(float *out, const float *q, const float *k, const floa
             for (int r = 0; r < rows; r++) {
                 float *s = S + (size_t)r * Nk;
                 int nk = causal ? (i0 + r + 1 < Nk ? i0 + r + 1 : Nk) : Nk;
-                float mx = -INFINITY, den = 0;
-                for (int j = 0; j < nk; j++)
-                    mx = s[j] > mx ? s[j] : mx;
-                for (int j = 0; j < nk; j++)
-                    den += (s[j] = expf(s[j] - mx));
+                float den = vexp_sub_sum(s, nk, vmax(s, nk));
                 for (int j = nk; j < Nk; j++)
                     s[j] = 0;
                 rsum[r] = 1.0f / den;
@@ -162,17 +155,11 @@ static void cpu_attention(float *out, const float *q, const float *k, const floa
 
 /* ---------------------------------------------------------- elementwise */
 
-static float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
 static void cpu_geglu(float *out, const float *in, size_t N, int F)
 {
 #pragma omp parallel for schedule(static) if (N * F >= PAR_MIN)
-    for (size_t r = 0; r < N; r++) {
-        const float *a = in + r * 2 * F, *g = a + F;
-        float *o = out + r * F;
-        for (int f = 0; f < F; f++)
-            o[f] = a[f] * gelu(g[f]);
-    }
+    for (size_t r = 0; r < N; r++)
+        vgeglu(out + r * F, in + r * 2 * F, in + r * 2 * F + F, F);
 }
 
 static void cpu_activation(float *x, size_t n, enum nn_act act)
@@ -180,13 +167,13 @@ static void cpu_activation(float *x, size_t n, enum nn_act act)
     switch (act) {
     case NN_SILU:
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] / (1.0f + expf(-x[i]));
+        for (size_t i = 0; i < n; i += 4096)
+            vsilu(x + i, n - i < 4096 ? n - i : 4096);
         break;
     case NN_GELU:
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (size_t i = 0; i < n; i++)
-            x[i] = gelu(x[i]);
+        for (size_t i = 0; i < n; i += 4096)
+            vgelu(x + i, n - i < 4096 ? n - i : 4096);
         break;
     case NN_QUICK_GELU:
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
@@ -238,20 +225,44 @@ static void cpu_concat_channels(float *out, const float *a, int Ca, const float 
     }
 }
 
+static int conv_prepare_f32(struct nn_conv2d *l, struct sd_err *err)
+{
+    return onednn_conv2d_prepare(l, 0, err);
+}
+
+static int linear_prepare_f32(struct nn_linear *l, struct sd_err *err)
+{
+    return onednn_linear_prepare(l, 0, err);
+}
+
+static int conv_prepare_bf16(struct nn_conv2d *l, struct sd_err *err)
+{
+    return onednn_conv2d_prepare(l, 1, err);
+}
+
+static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
+{
+    return onednn_linear_prepare(l, 1, err);
+}
+
+#define CPU_OPS                                                                                    \
+    .conv2d = onednn_conv2d_run, .conv2d_ws = onednn_conv2d_ws, .conv2d_plan = onednn_conv2d_plan,   \
+    .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan,   \
+    .layer_release = onednn_layer_release, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
+    .attention = cpu_attention, .attention_ws = cpu_attention_ws, .geglu = cpu_geglu,              \
+    .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
+    .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
+
 const struct nn_backend nn_backend_cpu = {
     .name = "cpu",
-    .conv2d = onednn_conv2d_run,
-    .conv2d_plan = onednn_conv2d_plan,
-    .linear = onednn_linear_run,
-    .layer_release = onednn_layer_release,
-    .groupnorm = cpu_groupnorm,
-    .layernorm = cpu_layernorm,
-    .attention = cpu_attention,
-    .attention_ws = cpu_attention_ws,
-    .geglu = cpu_geglu,
-    .activation = cpu_activation,
-    .add = cpu_add,
-    .add_channel_bias = cpu_add_channel_bias,
-    .upsample_nearest = cpu_upsample_nearest,
-    .concat_channels = cpu_concat_channels,
+    .conv2d_prepare = conv_prepare_f32,
+    .linear_prepare = linear_prepare_f32,
+    CPU_OPS,
+};
+
+const struct nn_backend nn_backend_cpu_bf16 = {
+    .name = "cpu-bf16",
+    .conv2d_prepare = conv_prepare_bf16,
+    .linear_prepare = linear_prepare_bf16,
+    CPU_OPS,
 };

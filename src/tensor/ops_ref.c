@@ -9,7 +9,8 @@
 
 #include "tensor/nn.h"
 
-static void ref_conv2d(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W)
+static void ref_conv2d(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                       int accumulate, float *ws)
 {
     int OH = nn_conv2d_out_size(l, H), OW = nn_conv2d_out_size(l, W);
     int k = l->k, cin = l->cin, cout = l->cout;
@@ -33,12 +34,13 @@ static void ref_conv2d(const struct nn_conv2d *l, const float *in, float *out, i
                                 acc += (double)x[ci] * w[(size_t)ci * k * k];
                         }
                     }
-                    o[co] = (float)acc;
+                    o[co] = accumulate ? o[co] + (float)acc : (float)acc;
                 }
             }
 }
 
-static void ref_linear(const struct nn_linear *l, const float *in, float *out, int M)
+static void ref_linear(const struct nn_linear *l, const float *in, float *out, int M, int accumulate,
+                       float *ws)
 {
     for (int m = 0; m < M; m++)
         for (int n = 0; n < l->out; n++) {
@@ -46,7 +48,8 @@ static void ref_linear(const struct nn_linear *l, const float *in, float *out, i
             double acc = l->b ? l->b[n] : 0.0;
             for (int i = 0; i < l->in; i++)
                 acc += (double)x[i] * w[i];
-            out[(size_t)m * l->out + n] = (float)acc;
+            float *o = &out[(size_t)m * l->out + n];
+            *o = accumulate ? *o + (float)acc : (float)acc;
         }
 }
 

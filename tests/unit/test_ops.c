@@ -35,6 +35,17 @@ static double rel_diff(const float *a, const float *b, size_t n)
     return md / (1 + mb);
 }
 
+/* Run a prepared layer through a fast backend: plan, workspace, run. */
+static void fast_conv(const struct nn_backend *be, struct nn_conv2d *l, const float *x, float *y, int B,
+                      int H, int W, int acc)
+{
+    struct sd_err err;
+    CHECK_MSG(be->conv2d_plan(l, B, H, W, acc, &err) == SD_OK, "%s", err.msg);
+    float *ws = calloc(be->conv2d_ws(l, B, H, W) + 1, sizeof(float));
+    be->conv2d(l, x, y, B, H, W, acc, ws);
+    free(ws);
+}
+
 static void check_conv(int B, int cin, int cout, int k, int stride, int plo, int phi, int H, int W,
                        int bias)
 {
@@ -45,18 +56,39 @@ static void check_conv(int B, int cin, int cout, int k, int stride, int plo, int
     int OH = nn_conv2d_out_size(&l, H), OW = nn_conv2d_out_size(&l, W);
     size_t nin = (size_t)B * H * W * cin, nout = (size_t)B * OH * OW * cout;
     float *x = rand_buf(nin, 1.0f), *y0 = calloc(nout, 4), *y1 = calloc(nout, 4);
-    nn_backend_ref.conv2d(&l, x, y0, B, H, W);
-    struct sd_err err;
-    CHECK(nn_backend_cpu.conv2d_plan(&l, B, H, W, &err) == SD_OK);
-    nn_backend_cpu.conv2d(&l, x, y1, B, H, W);
-    double d = rel_diff(y1, y0, nout);
-    CHECK_MSG(d < 1e-5, "conv %dx%d %d->%d k%d s%d pad(%d,%d): rel diff %g", H, W, cin, cout, k,
-              stride, plo, phi, d);
-    /* a second shape on the same layer reuses the reordered weights */
-    nn_backend_cpu.conv2d_plan(&l, B, H + 2, W, &err);
-    nn_backend_cpu.layer_release(&l.be_state);
-    CHECK(l.be_state == NULL);
-    free(w), free(b), free(x), free(y0), free(y1);
+    float *r = rand_buf(nout, 1.0f);
+    nn_backend_ref.conv2d(&l, x, y0, B, H, W, 0, NULL);
+    const struct nn_backend *bes[2] = {&nn_backend_cpu, &nn_backend_cpu_bf16};
+    double tols[2] = {1e-5, 2e-2};
+    for (int i = 0; i < 2; i++) {
+        struct sd_err err;
+        struct nn_conv2d f = l;
+        CHECK_MSG(bes[i]->conv2d_prepare(&f, &err) == SD_OK, "%s", err.msg);
+        fast_conv(bes[i], &f, x, y1, B, H, W, 0);
+        double d = rel_diff(y1, y0, nout);
+        CHECK_MSG(d < tols[i], "%s conv %dx%d %d->%d k%d s%d pad(%d,%d): rel diff %g", bes[i]->name, H,
+                  W, cin, cout, k, stride, plo, phi, d);
+        /* accumulate: y1 = r + conv(x) */
+        memcpy(y1, r, nout * 4);
+        fast_conv(bes[i], &f, x, y1, B, H, W, 1);
+        for (size_t j = 0; j < nout; j++)
+            y1[j] -= r[j];
+        d = rel_diff(y1, y0, nout);
+        CHECK_MSG(d < tols[i], "%s accumulating conv: rel diff %g", bes[i]->name, d);
+        /* another shape on the same prepared layer */
+        float *y2 = calloc((size_t)B * (H + 2) * W * cout * 4, 4), *x2 = rand_buf((size_t)B * (H + 2) * W * cin, 1);
+        fast_conv(bes[i], &f, x2, y2, B, H + 2, W, 0);
+        free(y2), free(x2);
+        bes[i]->layer_release(&f.be_state);
+        CHECK(f.be_state == NULL);
+    }
+    /* the reference backend accumulates too */
+    memcpy(y1, r, nout * 4);
+    nn_backend_ref.conv2d(&l, x, y1, B, H, W, 1, NULL);
+    for (size_t j = 0; j < nout; j++)
+        y1[j] -= r[j];
+    CHECK(rel_diff(y1, y0, nout) < 1e-6);
+    free(w), free(b), free(x), free(y0), free(y1), free(r);
 }
 
 TEST(ops_conv2d)
@@ -71,18 +103,38 @@ TEST(ops_conv2d)
 
 TEST(ops_linear)
 {
-    int M = 77, K = 48, N = 96;
-    float *w = rand_buf((size_t)N * K, 0.3f), *b = rand_buf(N, 1), *x = rand_buf((size_t)M * K, 1);
-    float *y0 = malloc((size_t)M * N * 4), *y1 = malloc((size_t)M * N * 4);
-    struct nn_linear l = {K, N, w, b, NULL};
-    nn_backend_ref.linear(&l, x, y0, M);
-    nn_backend_cpu.linear(&l, x, y1, M);
-    CHECK(rel_diff(y1, y0, (size_t)M * N) < 1e-5);
-    l.b = NULL;
-    nn_backend_ref.linear(&l, x, y0, M);
-    nn_backend_cpu.linear(&l, x, y1, M);
-    CHECK(rel_diff(y1, y0, (size_t)M * N) < 1e-5);
-    free(w), free(b), free(x), free(y0), free(y1);
+    int K = 48, N = 96, Ms[3] = {77, 1, 300};
+    float *w = rand_buf((size_t)N * K, 0.3f), *b = rand_buf(N, 1), *x = rand_buf((size_t)300 * K, 1);
+    float *y0 = malloc((size_t)300 * N * 4), *y1 = malloc((size_t)300 * N * 4), *r = rand_buf(300 * N, 1);
+    const struct nn_backend *bes[2] = {&nn_backend_cpu, &nn_backend_cpu_bf16};
+    double tols[2] = {1e-5, 2e-2};
+    for (int withb = 0; withb < 2; withb++) {
+        struct nn_linear l = {K, N, w, withb ? b : NULL, NULL};
+        for (int i = 0; i < 2; i++) {
+            struct sd_err err;
+            struct nn_linear f = l;
+            CHECK_MSG(bes[i]->linear_prepare(&f, &err) == SD_OK, "%s", err.msg);
+            for (int mi = 0; mi < 3; mi++) {
+                int M = Ms[mi];
+                nn_backend_ref.linear(&l, x, y0, M, 0, NULL);
+                for (int acc = 0; acc < 2; acc++) {
+                    CHECK(bes[i]->linear_plan(&f, M, acc, &err) == SD_OK);
+                    float *ws = calloc(bes[i]->linear_ws(&f, M) + 1, 4);
+                    if (acc)
+                        memcpy(y1, r, (size_t)M * N * 4);
+                    bes[i]->linear(&f, x, y1, M, acc, ws);
+                    if (acc)
+                        for (size_t j = 0; j < (size_t)M * N; j++)
+                            y1[j] -= r[j];
+                    double d = rel_diff(y1, y0, (size_t)M * N);
+                    CHECK_MSG(d < tols[i], "%s linear M=%d acc=%d bias=%d: %g", bes[i]->name, M, acc, withb, d);
+                    free(ws);
+                }
+            }
+            bes[i]->layer_release(&f.be_state);
+        }
+    }
+    free(w), free(b), free(x), free(y0), free(y1), free(r);
 }
 
 TEST(ops_norms)
