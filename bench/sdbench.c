@@ -4,9 +4,10 @@
  *       Runs one UNet forward on IN's tensors "sample" [B,C,h,w], "timestep" [1]
  *       and "context" [B,T,D]; writes "out". Used by tools/fullsize_check.py to
  *       compare with diffusers.
- *   sdbench time  --model DIR [--size 512] [--steps 20] [--repeat 3] [--variant V]
+ *   sdbench time  --model DIR [--size 512] [--repeat 3] [--precision fp32|bf16] [--profile]
  *       Times the text encoder, one UNet step (batch 2, guidance on) and the
- *       VAE decode at the given size (best of --repeat after a warm-up).
+ *       VAE decode at the given size (best of --repeat after a warm-up);
+ *       --profile adds time and GFLOP/s per op kind (last round).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "model/safetensors.h"
 #include "model/unet.h"
 #include "model/vae.h"
+#include "tensor/onednn.h"
 
 static double now_s(void)
 {
@@ -101,18 +103,19 @@ static void profile_print(const char *what, double total)
     memset(nn_prof.calls, 0, sizeof nn_prof.calls);
 }
 
-static int cmd_time(const char *model, const char *variant, int size, int repeat)
+static int cmd_time(const char *model, const char *variant, int size, int repeat,
+                    const struct nn_backend *be)
 {
     struct sd_err err;
     struct clip c;
     struct unet u;
     struct vae v;
     double t0 = now_s();
-    if (clip_load(&c, model, variant, &nn_backend_cpu, &err) ||
-        unet_load(&u, model, variant, &nn_backend_cpu, &err) ||
-        vae_load(&v, model, variant, &nn_backend_cpu, &err))
+    if (clip_load(&c, model, variant, be, &err) || unet_load(&u, model, variant, be, &err) ||
+        vae_load(&v, model, variant, be, &err))
         return die(&err);
-    printf("load            %8.2f s\n", now_s() - t0);
+    printf("load            %8.2f s   (%s, weights %.0f MB)\n", now_s() - t0, be->name,
+           (weights_resident(&c.w) + weights_resident(&u.w) + weights_resident(&v.w)) / 1e6);
     int T = c.cfg.max_positions, D = c.cfg.hidden, f = v.scale_factor, h = size / f, w = size / f;
     int32_t ids[77];
     for (int i = 0; i < 77; i++)
@@ -149,7 +152,8 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     printf("text encoder x2 %8.3f s\n", best_t);
     printf("unet step (B=2) %8.3f s   at %dx%d\n", best_u, size, size);
     printf("vae decode      %8.3f s\n", best_v);
-    printf("peak rss        %8.0f MB\n", peak_rss_mb());
+    printf("peak rss        %8.0f MB  (weight copies for other layouts: %.0f MB)\n", peak_rss_mb(),
+           onednn_extra_weight_bytes / 1e6);
     clip_free(&c);
     unet_free(&u);
     vae_free(&v);
@@ -165,9 +169,11 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1], *model = NULL, *variant = NULL, *in = NULL, *out = NULL;
     int size = 512, repeat = 3, ch;
+    const struct nn_backend *be = &nn_backend_cpu;
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"variant", 1, 0, 'V'}, {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'},
-        {"size", 1, 0, 's'},  {"repeat", 1, 0, 'r'},  {"profile", 0, 0, 'p'}, {0, 0, 0, 0}};
+        {"size", 1, 0, 's'},  {"repeat", 1, 0, 'r'},  {"profile", 0, 0, 'p'},
+        {"precision", 1, 0, 'P'}, {0, 0, 0, 0}};
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -178,6 +184,11 @@ int main(int argc, char **argv)
         case 's': size = atoi(optarg); break;
         case 'r': repeat = atoi(optarg); break;
         case 'p': nn_prof.enabled = 1; break;
+        case 'P':
+            if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16"))
+                return fprintf(stderr, "sdbench: --precision fp32|bf16\n"), 2;
+            be = strcmp(optarg, "bf16") ? &nn_backend_cpu : &nn_backend_cpu_bf16;
+            break;
         default: return 2;
         }
     }
@@ -186,7 +197,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "unet") && in && out)
         return cmd_unet(model, variant, in, out);
     if (!strcmp(cmd, "time"))
-        return cmd_time(model, variant, size, repeat);
+        return cmd_time(model, variant, size, repeat, be);
     fprintf(stderr, "sdbench: bad command or missing --in/--out\n");
     return 2;
 }

@@ -65,10 +65,21 @@ const char *sd_scheduler_name(enum sd_scheduler s);
 #define SD_MAX_SIDE 2048      /* width and height, pixels */
 #define SD_MAX_PROMPT 16384   /* bytes */
 
+enum sd_precision {
+    SD_PRECISION_FP32 = 0, /* float32 everywhere (the parity-tested default) */
+    SD_PRECISION_BF16,     /* weights held in bfloat16; convolutions and matrix
+                            * products in bf16 with float32 accumulation */
+};
+
+/* "fp32" / "bf16" -> enum, -1 if unknown. */
+int sd_precision_from_name(const char *name);
+const char *sd_precision_name(enum sd_precision p);
+
 struct sd_load_opts {
     const char *dir;     /* diffusers folder (model_index.json inside) */
     const char *variant; /* NULL, or e.g. "fp16" for *.fp16.safetensors */
     int threads;         /* 0: all cores */
+    enum sd_precision precision;
 };
 
 struct sd_model_info {
@@ -81,6 +92,9 @@ struct sd_model_info {
     int is_v_prediction;
     enum sd_scheduler default_scheduler; /* the config's class */
     char scheduler_class[64];  /* e.g. "PNDMScheduler" */
+    enum sd_precision precision;
+    double load_seconds;       /* time sd_model_load took */
+    size_t weight_bytes;       /* memory held by the prepared weights */
 };
 
 struct sd_params {
@@ -137,6 +151,11 @@ void sd_model_free(sd_model *m);
 int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callbacks *cb,
                 struct sd_image *out, struct sd_err *err);
 void sd_image_free(struct sd_image *img);
+
+/* Text-encoder outputs are cached per distinct (prompt, clip_skip): this
+ * many most recently used ones. Hits and misses so far: */
+#define SD_PROMPT_CACHE 64
+void sd_prompt_cache_stats(const sd_model *m, long *hits, long *misses);
 
 /* The final latents [c, h, w] (NCHW, before VAE scaling) of the last
  * successful sd_generate on m; for tests and diagnostics. NULL if none. */

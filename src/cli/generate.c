@@ -32,6 +32,8 @@ static void usage(FILE *f)
             "  --eta E                 DDIM eta, 0..1 (0)\n"
             "  --clip-skip N           use the text encoder's N-th last layer (diffusers' clip_skip)\n"
             "  --threads N             compute threads (default: all cores)\n"
+            "  --precision P           fp32 (default, matches diffusers) or bf16 (faster, weights\n"
+            "                          held in 16 bits)\n"
             "  --output FILE.png       where to write the image\n"
             "  --quiet                 no progress output\n");
 }
@@ -100,6 +102,7 @@ int cli_generate(int argc, char **argv)
         {"eta", required_argument, 0, 'e'},    {"clip-skip", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'}, {"output", required_argument, 0, 'o'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+        {"precision", required_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     struct sd_params p;
@@ -183,6 +186,15 @@ int cli_generate(int argc, char **argv)
                 return 2;
             lo.threads = (int)v;
             break;
+        case 'P': {
+            int pr = sd_precision_from_name(optarg);
+            if (pr < 0) {
+                fprintf(stderr, "diffusiond: error: --precision must be fp32 or bf16 (got '%s')\n", optarg);
+                return 2;
+            }
+            lo.precision = pr;
+            break;
+        }
         case 'o': output = optarg; break;
         case 'q': bar.quiet = 1; break;
         case 'h': usage(stdout); return 0;
@@ -224,10 +236,10 @@ int cli_generate(int argc, char **argv)
     } else {
         rc = 0;
         if (!bar.quiet)
-            fprintf(stderr, "%s: %dx%d, %d steps, %s, seed %llu, %.2f s\n", output, img.width,
-                    img.height, p.steps, sd_scheduler_name(p.scheduler ? p.scheduler
-                                                           : sd_model_get_info(m)->default_scheduler),
-                    (unsigned long long)img.seed, img.seconds);
+            fprintf(stderr, "%s: %dx%d, %d steps, %s, %s, seed %llu, %.2f s\n", output, img.width,
+                    img.height, p.steps,
+                    sd_scheduler_name(p.scheduler ? p.scheduler : sd_model_get_info(m)->default_scheduler),
+                    sd_precision_name(lo.precision), (unsigned long long)img.seed, img.seconds);
     }
     free(png);
     sd_image_free(&img);

@@ -16,6 +16,8 @@ static void prepare_conv(struct weights *w, struct nn_conv2d *c, const char *pre
     }
     weights_drop(w, c->w, (size_t)c->cout * c->cin * c->k * c->k);
     c->w = NULL;
+    if (w->be->layer_bytes)
+        w->prepared += w->be->layer_bytes(c->be_state);
 }
 
 static void prepare_linear(struct weights *w, struct nn_linear *l, const char *prefix)
@@ -29,6 +31,8 @@ static void prepare_linear(struct weights *w, struct nn_linear *l, const char *p
     }
     weights_drop(w, l->w, (size_t)l->out * l->in);
     l->w = NULL;
+    if (w->be->layer_bytes)
+        w->prepared += w->be->layer_bytes(l->be_state);
 }
 
 void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int in, int out,

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "model/clip.h"
+#include "model/prompt_cache.h"
 #include "model/rng.h"
 #include "model/sched.h"
 #include "model/tokenizer.h"
@@ -35,6 +36,7 @@ struct sd_model {
     struct unet unet;
     struct vae vae;
     struct sched_config sched_cfg; /* the model's scheduler_config.json */
+    struct prompt_cache prompts;   /* text-encoder outputs by prompt */
     /* Pipeline buffers, sized for buf_h x buf_w latents. */
     int buf_h, buf_w;
     float *ctx;       /* [2, T, D]: uncond, cond */
@@ -73,11 +75,32 @@ const char *sd_scheduler_name(enum sd_scheduler s)
     return (unsigned)s < SD_SCHED_COUNT ? sched_table[s].name : "?";
 }
 
+int sd_precision_from_name(const char *name)
+{
+    if (name && !strcmp(name, "fp32"))
+        return SD_PRECISION_FP32;
+    if (name && !strcmp(name, "bf16"))
+        return SD_PRECISION_BF16;
+    return -1;
+}
+
+const char *sd_precision_name(enum sd_precision p)
+{
+    return p == SD_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
 void sd_params_default(struct sd_params *p)
 {
     memset(p, 0, sizeof *p);
     p->steps = 50;
     p->guidance = 7.5f;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* ---------------------------------------------------------------- load */
@@ -137,11 +160,14 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
     int rc = check_model_index(o->dir, err);
     if (rc)
         return rc;
+    if ((unsigned)o->precision > SD_PRECISION_BF16)
+        return sd_errf(err, SD_ERR_ARG, "unknown precision");
+    double t0 = now_s();
     sd_model *m = calloc(1, sizeof *m);
     if (!m)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     snprintf(m->dir, sizeof m->dir, "%s", o->dir);
-    const struct nn_backend *be = &nn_backend_cpu;
+    const struct nn_backend *be = o->precision == SD_PRECISION_BF16 ? &nn_backend_cpu_bf16 : &nn_backend_cpu;
     char path[1100];
     snprintf(path, sizeof path, "%s/tokenizer", o->dir);
     if ((rc = tok_load(&m->tok, path, err)))
@@ -194,6 +220,11 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
             break;
         }
     snprintf(in->scheduler_class, sizeof in->scheduler_class, "%s", m->sched_cfg.class_name);
+    in->precision = o->precision;
+    pcache_init(&m->prompts, SD_PROMPT_CACHE, (size_t)tok_max_length(m->tok) * m->clip.cfg.hidden);
+    in->weight_bytes = weights_resident(&m->clip.w) + weights_resident(&m->unet.w) +
+                       weights_resident(&m->vae.w);
+    in->load_seconds = now_s() - t0;
     *out = m;
     return SD_OK;
 fail:
@@ -218,6 +249,7 @@ void sd_model_free(sd_model *m)
     if (!m)
         return;
     free_buffers(m);
+    pcache_free(&m->prompts);
     tok_free(m->tok);
     clip_free(&m->clip);
     unet_free(&m->unet);
@@ -259,12 +291,6 @@ int sd_params_check(const sd_model *m, const struct sd_params *p, struct sd_err 
 
 /* ------------------------------------------------------------ generate */
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static int ensure_buffers(sd_model *m, int h, int w, int T)
 {
@@ -285,15 +311,22 @@ static int ensure_buffers(sd_model *m, int h, int w, int T)
     return SD_OK;
 }
 
-/* Prompt -> [T, D] conditioning. */
+/* Prompt -> [T, D] conditioning, from the cache when it was seen before. */
 static int encode_prompt(sd_model *m, const char *text, int clip_skip, float *out, struct sd_err *err)
 {
     int T = tok_max_length(m->tok);
+    const float *hit = pcache_get(&m->prompts, text, clip_skip);
+    if (hit) {
+        memcpy(out, hit, (size_t)T * m->clip.cfg.hidden * sizeof(float));
+        return SD_OK;
+    }
     int32_t ids[T];
     int rc = tok_encode(m->tok, text, ids, T, NULL, err);
-    if (rc)
-        return rc;
-    return clip_encode(&m->clip, ids, T, clip_skip, out, err);
+    if (!rc)
+        rc = clip_encode(&m->clip, ids, T, clip_skip, out, err);
+    if (!rc)
+        pcache_put(&m->prompts, text, clip_skip, out);
+    return rc;
 }
 
 /* diffusers get_guidance_scale_embedding, for LCM-distilled UNets. */
@@ -445,6 +478,12 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
 out:
     sched_free(s);
     return rc;
+}
+
+void sd_prompt_cache_stats(const sd_model *m, long *hits, long *misses)
+{
+    *hits = m->prompts.hits;
+    *misses = m->prompts.misses;
 }
 
 const float *sd_last_latents(const sd_model *m, int *c, int *h, int *w)

@@ -104,6 +104,7 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
         return NULL;
     }
     w->n_used++;
+    w->used += (size_t)t->numel * sizeof(float);
     if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0)
         return (const float *)(const void *)t->data;
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
@@ -151,8 +152,9 @@ void weights_drop(struct weights *w, const float *p, size_t n)
     long page = sysconf(_SC_PAGESIZE);
     uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
     uintptr_t b = ((uintptr_t)(p + n)) & ~(uintptr_t)(page - 1);
-    if (b > a && !madvise((void *)a, b - a, MADV_DONTNEED))
-        w->dropped += b - a;
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+    w->dropped += n * sizeof(float);
 }
 
 int weights_has(const struct weights *w, const char *name)

@@ -34,7 +34,9 @@ struct weights {
     /* The backend that will run the layers; the layer loaders (blocks.h)
      * let it prepare each layer's weights as they are read. */
     const struct nn_backend *be;
-    size_t dropped;     /* bytes of plain weights released after preparation */
+    size_t used;        /* bytes handed out by weights_get */
+    size_t dropped;     /* of those, released after the backend prepared its copy */
+    size_t prepared;    /* bytes of the backend's prepared copies */
 };
 
 /* base: "diffusion_pytorch_model" (unet, vae) or "model" (text encoder).
@@ -51,6 +53,13 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...);
  * file mapping are dropped from memory (madvise), so each weight is held
  * once. p must not be used afterwards. */
 void weights_drop(struct weights *w, const float *p, size_t n);
+
+/* Bytes of weight memory this component holds: tensors in use (mapped or
+ * converted) plus the backend's prepared copies. */
+static inline size_t weights_resident(const struct weights *w)
+{
+    return w->used - w->dropped + w->prepared;
+}
 
 /* 1 if the file has a tensor of that name (for alternative spellings). */
 int weights_has(const struct weights *w, const char *name);

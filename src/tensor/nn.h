@@ -78,6 +78,8 @@ struct nn_backend {
     int (*linear_plan)(struct nn_linear *l, int M, int accumulate, struct sd_err *err);
     /* Release whatever prepare/plan attached to a layer. */
     void (*layer_release)(void **be_state);
+    /* Bytes of weights a prepared layer holds (NULL: none). */
+    size_t (*layer_bytes)(const void *be_state);
     /* GroupNorm over [B, HW, C] with G groups; silu != 0 applies SiLU after. */
     void (*groupnorm)(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
                       float eps, int silu);
@@ -87,11 +89,11 @@ struct nn_backend {
      * k/v: [B, Nk, heads*dh] with row strides ldk/ldv, out: [B, Nq, heads*dh]
      * (stride heads*dh). Head h uses channels h*dh .. h*dh+dh-1.
      * out = softmax(q k^T * scale (+ causal mask)) v, per batch and head.
-     * ws: attention_ws(Nq, Nk) floats of scratch (attention_ws may be NULL: none). */
+     * ws: attention_ws(B, Nq, Nk, heads, dh) floats of scratch (attention_ws may be NULL: none). */
     void (*attention)(float *out, const float *q, const float *k, const float *v, int B, int Nq,
                       int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
                       float *ws);
-    size_t (*attention_ws)(int Nq, int Nk);
+    size_t (*attention_ws)(int B, int Nq, int Nk, int heads, int dh);
     /* out[N, F] = in[N, :F] * gelu(in[N, F:2F]) */
     void (*geglu)(float *out, const float *in, size_t N, int F);
     void (*activation)(float *x, size_t n, enum nn_act act);
@@ -219,7 +221,7 @@ static inline void nn_attention(struct nn *nn, float *out, const float *q, const
                                 int ldk, int ldv, float scale, int causal)
 {
     size_t m = nn_mark(nn);
-    float *ws = nn->be->attention_ws ? nn_alloc(nn, nn->be->attention_ws(Nq, Nk)) : NULL;
+    float *ws = nn->be->attention_ws ? nn_alloc(nn, nn->be->attention_ws(B, Nq, Nk, heads, dh)) : NULL;
     if (!nn_measuring(nn)) {
         NN_PROF_BEGIN();
         nn->be->attention(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws);

@@ -39,6 +39,8 @@ static void engine_init(void)
 
 #define MAX_SHAPES 6
 
+size_t onednn_extra_weight_bytes;
+
 /* One primitive for one input shape (conv: B, H, W; linear: M) and mode. */
 struct dn_entry {
     int key[4]; /* conv: B, H, W, accumulate; linear: M, accumulate, 0, 0 */
@@ -179,33 +181,54 @@ static dnnl_status_t any_weights(dnnl_memory_desc_t *md, int conv, int o, int i,
     return dnnl_memory_desc_init_by_tag(md, 2, d, compute_type(bf16), dnnl_format_tag_any);
 }
 
-/* A primitive descriptor for a conv (M < 0 unused) or a matmul; wei is the
- * weights layout to use (format_tag_any to let oneDNN choose). */
+static const char *impl_name(const_dnnl_primitive_desc_t pd)
+{
+    const char *name = "";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name);
+    return name;
+}
+
+/* The best primitive descriptor for a conv (c) or a matmul (l) at this
+ * shape, wei being the weights layout to use (format_tag_any: oneDNN's
+ * choice). Reference implementations are skipped: when a forced layout
+ * only fits a reference kernel, the caller tries another layout. */
 static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, const struct nn_conv2d *c,
                              const struct nn_linear *l, const int key[4], int bf16,
                              const dnnl_memory_desc_t *wei, int accumulate)
 {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_iterator_t it = NULL;
+    dnnl_convolution_desc_t cd;
+    dnnl_matmul_desc_t md;
+    *pd = NULL;
     dnnl_status_t s = dnnl_primitive_attr_create(&attr);
     if (!s && accumulate) {
         if (!(s = dnnl_post_ops_create(&ops)) && !(s = dnnl_post_ops_append_sum(ops, 1.0f)))
             s = dnnl_primitive_attr_set_post_ops(attr, ops);
     }
-    if (!s) {
-        if (c) {
-            dnnl_convolution_desc_t cd;
-            if (!(s = conv_desc(&cd, c, key[0], key[1], key[2], bf16, wei)))
-                s = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
-        } else {
-            dnnl_matmul_desc_t md;
-            if (!(s = matmul_desc(&md, l, key[0], bf16, wei)))
-                s = dnnl_primitive_desc_create(pd, &md, attr, engine, NULL);
+    if (!s)
+        s = c ? conv_desc(&cd, c, key[0], key[1], key[2], bf16, wei)
+              : matmul_desc(&md, l, key[0], bf16, wei);
+    if (!s)
+        s = dnnl_primitive_desc_iterator_create(&it, c ? (const_dnnl_op_desc_t)&cd : (const_dnnl_op_desc_t)&md,
+                                                attr, engine, NULL);
+    for (; !s; s = dnnl_primitive_desc_iterator_next(it)) {
+        dnnl_primitive_desc_t cand = dnnl_primitive_desc_iterator_fetch(it);
+        if (!cand)
+            continue;
+        if (strncmp(impl_name(cand), "ref", 3)) {
+            *pd = cand;
+            break;
         }
+        dnnl_primitive_desc_destroy(cand);
     }
+    if (!*pd && (!s || s == dnnl_iterator_ends))
+        s = dnnl_unimplemented;
+    if (it) dnnl_primitive_desc_iterator_destroy(it);
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
-    return s;
+    return *pd ? dnnl_success : s;
 }
 
 /* ------------------------------------------------------------ prepare */
@@ -269,20 +292,28 @@ static int plan(struct dn_layer *st, const struct nn_conv2d *c, const struct nn_
     int rc = SD_OK, acc = c ? key[3] : key[1];
     struct dn_entry *e = &st->e[st->n];
     memset(e, 0, sizeof *e);
-    dnnl_primitive_desc_t pd = NULL;
-    const dnnl_memory_desc_t *wmd = &st->wei_md;
+    /* The kernel oneDNN prefers for this shape; if it wants another weights
+     * layout than the prepared one, take the prepared layout as long as the
+     * same kernel accepts it, else keep a reordered copy for this shape. */
+    dnnl_primitive_desc_t pd = NULL, forced = NULL;
+    dnnl_memory_desc_t any;
+    int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
+    TRY(any_weights(&any, !!c, o, i, k, st->bf16), "weights desc");
+    TRY(make_pd(&pd, c, l, key, st->bf16, &any, acc), c ? "convolution desc" : "matmul desc");
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     void *wei = st->wei;
-    if (make_pd(&pd, c, l, key, st->bf16, &st->wei_md, acc) != dnnl_success) {
-        /* This shape's kernel wants another weights layout: derive it from
-         * the prepared copy, for this primitive only. */
-        dnnl_memory_desc_t any;
-        int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
-        TRY(any_weights(&any, !!c, o, i, k, st->bf16), "weights desc");
-        TRY(make_pd(&pd, c, l, key, st->bf16, &any, acc), c ? "convolution desc" : "matmul desc");
-        wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        if (!dnnl_memory_desc_equal(wmd, &st->wei_md)) {
+    if (!dnnl_memory_desc_equal(wmd, &st->wei_md)) {
+        if (make_pd(&forced, c, l, key, st->bf16, &st->wei_md, acc) == dnnl_success &&
+            !strcmp(impl_name(forced), impl_name(pd))) {
+            dnnl_primitive_desc_destroy(pd);
+            pd = forced;
+            wmd = &st->wei_md;
+        } else {
+            if (forced)
+                dnnl_primitive_desc_destroy(forced);
             if ((rc = reorder(&st->wei_md, st->wei, wmd, &e->wei_own, err)))
                 goto fail;
+            onednn_extra_weight_bytes += dnnl_memory_desc_get_size(wmd);
             wei = e->wei_own;
         }
     }

@@ -21,6 +21,9 @@ void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, i
                        float *ws);
 size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W);
 size_t onednn_linear_ws(const struct nn_linear *l, int M);
+/* Bytes of weight copies made for shapes whose fastest kernel wanted
+ * another layout than the one prepared at load (diagnostics). */
+extern size_t onednn_extra_weight_bytes;
 /* Bytes held by a prepared layer's weights. */
 size_t onednn_weight_bytes(const void *be_state);
 void onednn_layer_release(void **be_state);

@@ -8,6 +8,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "tensor/attention.h"
 #include "tensor/nn.h"
 #include "tensor/onednn.h"
 #include "tensor/vmath.h"
@@ -18,9 +19,10 @@
 
 /* ---------------------------------------------------------------- norms */
 
-/* GroupNorm on channels-last data: statistics of each group are gathered
- * over pixel chunks in parallel (double sums), then one parallel pass
- * applies a per-channel scale and shift. */
+/* GroupNorm on channels-last data, in two passes over the input: the
+ * statistics (each thread sums a chunk of pixels into per-group doubles,
+ * shifted by the group's first value so E[x^2] - E[x]^2 does not cancel),
+ * then per-channel scale and shift (and SiLU) applied in place of out. */
 static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
                           float eps, int do_silu)
 {
@@ -30,45 +32,36 @@ static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, 
         const float *x = in + (size_t)b * HW * C;
         float *y = out + (size_t)b * HW * C;
         double sum[G], sq[G];
-        float scale[C], shift[C];
-        memset(sum, 0, sizeof sum);
-        memset(sq, 0, sizeof sq);
+        float shift0[G], scale[C], shift[C];
+        for (int g = 0; g < G; g++)
+            shift0[g] = x[g * cg], sum[g] = sq[g] = 0;
 #pragma omp parallel if ((size_t)HW * C >= PAR_MIN)
         {
-            double ls[G];
+            double ls[G], lq[G];
             memset(ls, 0, sizeof ls);
+            memset(lq, 0, sizeof lq);
 #pragma omp for schedule(static)
             for (int p = 0; p < HW; p++)
                 for (int g = 0; g < G; g++) {
                     const float *xp = x + (size_t)p * C + g * cg;
-                    float s = 0;
-                    for (int c = 0; c < cg; c++)
-                        s += xp[c];
+                    float s = 0, q = 0;
+                    for (int c = 0; c < cg; c++) {
+                        float d = xp[c] - shift0[g];
+                        s += d;
+                        q += d * d;
+                    }
                     ls[g] += s;
+                    lq[g] += q;
                 }
 #pragma omp critical
             for (int g = 0; g < G; g++)
-                sum[g] += ls[g];
-#pragma omp barrier
-            /* Second pass for the variance: exact enough and no cancellation. */
-            memset(ls, 0, sizeof ls);
-#pragma omp for schedule(static)
-            for (int p = 0; p < HW; p++)
-                for (int g = 0; g < G; g++) {
-                    const float *xp = x + (size_t)p * C + g * cg;
-                    float m = (float)(sum[g] / cnt), s = 0;
-                    for (int c = 0; c < cg; c++)
-                        s += (xp[c] - m) * (xp[c] - m);
-                    ls[g] += s;
-                }
-#pragma omp critical
-            for (int g = 0; g < G; g++)
-                sq[g] += ls[g];
+                sum[g] += ls[g], sq[g] += lq[g];
 #pragma omp barrier
 #pragma omp single
             for (int c = 0; c < C; c++) {
                 int g = c / cg;
-                double mean = sum[g] / cnt, rstd = 1.0 / sqrt(sq[g] / cnt + eps);
+                double m = sum[g] / cnt, var = sq[g] / cnt - m * m;
+                double mean = shift0[g] + m, rstd = 1.0 / sqrt((var > 0 ? var : 0) + eps);
                 scale[c] = (float)(rstd * n->w[c]);
                 shift[c] = (float)(n->b[c] - mean * rstd * n->w[c]);
             }
@@ -101,55 +94,6 @@ static void cpu_layernorm(float *out, const float *in, const struct nn_norm *n, 
         float rstd = (float)(1.0 / sqrt(sq / C + eps));
         for (int c = 0; c < C; c++)
             y[c] = (x[c] - mean) * rstd * n->w[c] + n->b[c];
-    }
-}
-
-/* ------------------------------------------------------------ attention */
-
-/* Queries are processed in blocks of ATT_QB rows: for each (batch, head,
- * block) one thread computes S = q k^T, a row softmax and S v. Only one
- * ATT_QB x Nk score tile per thread exists at a time, never the full
- * Nq x Nk matrix of every head. */
-#define ATT_QB 64
-
-static size_t cpu_attention_ws(int Nq, int Nk)
-{
-    (void)Nq;
-    return (size_t)omp_get_max_threads() * ATT_QB * Nk + 16;
-}
-
-static void cpu_attention(float *out, const float *q, const float *k, const float *v, int B, int Nq,
-                          int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale,
-                          int causal, float *ws)
-{
-    int C = heads * dh, nqb = (Nq + ATT_QB - 1) / ATT_QB;
-    long ntask = (long)B * heads * nqb;
-#pragma omp parallel if ((size_t)B * Nq * Nk * heads >= PAR_MIN)
-    {
-        float *S = ws + (size_t)omp_get_thread_num() * ATT_QB * Nk;
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < ntask; t++) {
-            int qb = t % nqb, h = (t / nqb) % heads, b = t / ((long)nqb * heads);
-            int i0 = qb * ATT_QB, rows = Nq - i0 < ATT_QB ? Nq - i0 : ATT_QB;
-            const float *qp = q + ((size_t)b * Nq + i0) * ldq + h * dh;
-            const float *kp = k + (size_t)b * Nk * ldk + h * dh;
-            const float *vp = v + (size_t)b * Nk * ldv + h * dh;
-            float *op = out + ((size_t)b * Nq + i0) * C + h * dh;
-            onednn_gemm('T', rows, Nk, dh, scale, qp, ldq, kp, ldk, 0.0f, S, Nk);
-            float rsum[ATT_QB];
-            for (int r = 0; r < rows; r++) {
-                float *s = S + (size_t)r * Nk;
-                int nk = causal ? (i0 + r + 1 < Nk ? i0 + r + 1 : Nk) : Nk;
-                float den = vexp_sub_sum(s, nk, vmax(s, nk));
-                for (int j = nk; j < Nk; j++)
-                    s[j] = 0;
-                rsum[r] = 1.0f / den;
-            }
-            onednn_gemm('N', rows, dh, Nk, 1.0f, S, Nk, vp, ldv, 0.0f, op, C);
-            for (int r = 0; r < rows; r++)
-                for (int d = 0; d < dh; d++)
-                    op[(size_t)r * C + d] *= rsum[r];
-        }
     }
 }
 
@@ -248,8 +192,8 @@ static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
 #define CPU_OPS                                                                                    \
     .conv2d = onednn_conv2d_run, .conv2d_ws = onednn_conv2d_ws, .conv2d_plan = onednn_conv2d_plan,   \
     .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan,   \
-    .layer_release = onednn_layer_release, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
-    .attention = cpu_attention, .attention_ws = cpu_attention_ws, .geglu = cpu_geglu,              \
+    .layer_release = onednn_layer_release, .layer_bytes = onednn_weight_bytes, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
+    .attention = attention_forward, .attention_ws = attention_ws, .geglu = cpu_geglu,              \
     .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
     .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
 

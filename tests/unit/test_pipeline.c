@@ -201,6 +201,12 @@ TEST(pipeline_callbacks_cancel)
     sd_image_free(&a);
     sd_image_free(&b);
 
+    /* the text encoder ran once per distinct prompt: "a cat" and "" */
+    long hits, misses;
+    sd_prompt_cache_stats(m, &hits, &misses);
+    CHECK_EQ_INT(misses, 2);
+    CHECK(hits >= 6);
+
     /* bad parameters fail the call, not the process */
     p.steps = 0;
     CHECK(sd_generate(m, &p, NULL, &img, &err) == SD_ERR_ARG && strstr(err.msg, "steps"));

@@ -1,0 +1,19 @@
+/* attention.h - fused (flash-style) multi-head attention on the CPU.
+ *
+ * Same contract as nn_backend.attention (nn.h): q [B, Nq, heads*dh] with row
+ * stride ldq, k/v [B, Nk, heads*dh] with strides ldk/ldv, out
+ * [B, Nq, heads*dh]; out = softmax(q k^T * scale (+ causal mask)) v per
+ * batch and head. ws: attention_ws(B, Nq, Nk, heads, dh) floats of scratch. dh <= 4096.
+ */
+#ifndef SD_ATTENTION_H
+#define SD_ATTENTION_H
+
+#include <stddef.h>
+
+#include "util/err.h"
+
+size_t attention_ws(int B, int Nq, int Nk, int heads, int dh);
+void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq, int Nk,
+                       int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws);
+
+#endif
