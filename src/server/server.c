@@ -103,7 +103,8 @@ static void janitor_stop(struct janitor *j)
 static void load_model(struct server *srv)
 {
     struct sd_load_opts lo = {.dir = srv->cfg.model, .variant = srv->cfg.variant,
-                              .threads = (int)srv->cfg.threads};
+                              .threads = (int)srv->cfg.threads,
+                              .precision = sd_precision_from_name(srv->cfg.precision)};
     struct sd_err err = {0};
     double t0 = now_mono();
     if (sd_model_load(&srv->model, &lo, &err)) {
@@ -112,8 +113,9 @@ static void load_model(struct server *srv)
         server_log("model unavailable: %s (the service runs; /generate answers 503)", err.msg);
         return;
     }
-    server_log("model %s loaded from %s in %.2f s", sd_model_get_info(srv->model)->name,
-               srv->cfg.model, now_mono() - t0);
+    const struct sd_model_info *in = sd_model_get_info(srv->model);
+    server_log("model %s loaded from %s in %.2f s (%s, weights %.0f MB)", in->name, srv->cfg.model,
+               now_mono() - t0, sd_precision_name(in->precision), in->weight_bytes / 1e6);
 }
 
 static int open_access_log(struct server *srv, struct sd_err *err)
