@@ -256,3 +256,58 @@ TEST(pipeline_size_changes)
     sd_image_free(&a), sd_image_free(&b), sd_image_free(&c);
     sd_model_free(m);
 }
+
+static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    double se = 0;
+    for (size_t i = 0; i < n; i++)
+        se += (double)(a[i] - b[i]) * (a[i] - b[i]);
+    return se == 0 ? 99.0 : 10 * log10(255.0 * 255.0 / (se / n));
+}
+
+/* --precision bf16 against float32 on the same settings: bf16 products
+ * (8-bit mantissas) change the image, but it must stay the same picture.
+ * The PSNR of each scheduler's image is printed; the bound is loose enough
+ * for random-weight models, whose outputs are chaotic in their inputs. */
+TEST(pipeline_bf16_tolerance)
+{
+    struct sd_err err;
+    sd_model *m32, *m16;
+    struct sd_load_opts lo = {.dir = "tests/data/tiny-sd1"};
+    if (sd_model_load(&m32, &lo, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    lo.precision = SD_PRECISION_BF16;
+    if (sd_model_load(&m16, &lo, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        sd_model_free(m32);
+        return;
+    }
+    CHECK(sd_model_get_info(m16)->weight_bytes < sd_model_get_info(m32)->weight_bytes);
+    enum sd_scheduler scheds[] = {SD_SCHED_PNDM, SD_SCHED_EULER_A, SD_SCHED_DPMPP_2M};
+    double worst = 99;
+    for (int i = 0; i < 3; i++) {
+        struct sd_params p;
+        sd_params_default(&p);
+        p.prompt = "a photo of an astronaut riding a horse";
+        p.steps = 8;
+        p.guidance = 3.0f;
+        p.seed_set = 1;
+        p.seed = 42;
+        p.scheduler = scheds[i];
+        struct sd_image a, b;
+        CHECK(sd_generate(m32, &p, NULL, &a, &err) == SD_OK);
+        CHECK(sd_generate(m16, &p, NULL, &b, &err) == SD_OK);
+        if (a.rgb && b.rgb) {
+            double q = psnr(a.rgb, b.rgb, (size_t)a.width * a.height * 3);
+            printf("    bf16 vs fp32, %-10s PSNR %.1f dB\n", sd_scheduler_name(scheds[i]), q);
+            worst = q < worst ? q : worst;
+        }
+        sd_image_free(&a);
+        sd_image_free(&b);
+    }
+    CHECK_MSG(worst >= 35.0, "bf16 image PSNR %.1f dB against fp32", worst); /* ~48 dB seen */
+    sd_model_free(m32);
+    sd_model_free(m16);
+}
