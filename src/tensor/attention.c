@@ -4,11 +4,11 @@
  * task takes one (batch, head, block of ATT_QB queries) and walks the keys
  * in blocks of ATT_KB with an online softmax (running row maximum m and
  * sum l, the output rescaled when m grows), the flash-attention scheme.
- * Per thread that is a 64 x 128 score tile and a 64 x head_dim
- * accumulator, in L1/L2; the keys are transposed once for all tasks.
+ * Per thread that is a 96 x 128 score tile and a 96 x head_dim
+ * accumulator, in L1/L2; keys and values are repacked once for all tasks.
  *
- * The two products are register-blocked AVX-512 kernels: scores as 4
- * queries x 64 keys, output as 4 queries x 64 channels. Without AVX-512 the same
+ * The two products are register-blocked AVX-512 kernels: scores as 6
+ * queries x 64 keys, output as 6 queries x 64 channels. Without AVX-512 the same
  * loops run as plain C.
  */
 #include <math.h>
@@ -19,7 +19,8 @@
 #include "tensor/attention.h"
 #include "tensor/vmath.h"
 
-#define ATT_QB 64  /* queries per task */
+#define ATT_QB 96  /* queries per task */
+#define ATT_NR 6   /* query rows per register block */
 #define ATT_KB 128 /* keys per tile */
 #define ATT_MAX_DH 4096 /* the VAE's single head is 512 wide */
 
@@ -32,9 +33,14 @@ static size_t thread_ws(int dh)
            + 2 * ATT_QB + 32;        /* m, l, alignment slack */
 }
 
+/* Keys and values repacked once per call for streaming loads: keys
+ * transposed in chunks of 64, kt[b][h][chunk][d][64] (so a 4 x 64 score
+ * block reads 256 contiguous bytes per channel, no cache-set aliasing),
+ * values as vp[b][h][key][dhp] (contiguous rows). */
 static size_t keys_ws(int B, int Nk, int heads, int dh)
 {
-    return (size_t)B * heads * dh * ((Nk + 15) & ~15) + 16;
+    size_t nkc = ((size_t)Nk + 63) / 64 * 64, dhp = ((size_t)dh + 15) & ~(size_t)15;
+    return (size_t)B * heads * (dh * nkc + (size_t)Nk * dhp) + 32;
 }
 
 size_t attention_ws(int B, int Nq, int Nk, int heads, int dh)
@@ -52,8 +58,8 @@ size_t attention_ws(int B, int Nq, int Nk, int heads, int dh)
 ATT_INLINE void scores_k(float *s, const float *q, int ldq, const float *kt, int ldkt, int dh,
                          float scale, const int NR, const int NC)
 {
-    __m512 acc[4][4];
-#pragma GCC unroll 4
+    __m512 acc[ATT_NR][4];
+#pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++)
@@ -64,7 +70,7 @@ ATT_INLINE void scores_k(float *s, const float *q, int ldq, const float *kt, int
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++)
             kv[c] = _mm512_loadu_ps(kr + 16 * c);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < NR; r++) {
             __m512 qb = _mm512_set1_ps(q[(size_t)r * ldq + d]);
 #pragma GCC unroll 4
@@ -73,7 +79,7 @@ ATT_INLINE void scores_k(float *s, const float *q, int ldq, const float *kt, int
         }
     }
     __m512 vs = _mm512_set1_ps(scale);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++)
@@ -84,8 +90,8 @@ ATT_INLINE void scores_k(float *s, const float *q, int ldq, const float *kt, int
 ATT_INLINE void accum_k(float *o, int ldo, const float *p, const float *v, int ldv, int nj,
                         __mmask16 tail, const int NR, const int NC)
 {
-    __m512 acc[4][4];
-#pragma GCC unroll 4
+    __m512 acc[ATT_NR][4];
+#pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++)
@@ -96,7 +102,7 @@ ATT_INLINE void accum_k(float *o, int ldo, const float *p, const float *v, int l
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++)
             vv[c] = _mm512_maskz_loadu_ps(c == NC - 1 ? tail : 0xffff, vr + 16 * c);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < NR; r++) {
             __m512 pb = _mm512_set1_ps(p[(size_t)r * ATT_KB + j]);
 #pragma GCC unroll 4
@@ -104,7 +110,7 @@ ATT_INLINE void accum_k(float *o, int ldo, const float *p, const float *v, int l
                 acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++)
@@ -118,23 +124,20 @@ ATT_INLINE void accum_k(float *o, int ldo, const float *p, const float *v, int l
     case 3: F(__VA_ARGS__, 3); break;                                                             \
     default: F(__VA_ARGS__, 4); break;                                                            \
     }
-#define SCORES_NR(s, q, ldq, kt, ldkt, dh, scale, nr, nc)                                        \
+#define DISPATCH_NR(F, nr, nc, ...)                                                               \
     do {                                                                                          \
-        if ((nr) == 4) { DISPATCH_NC(scores_k, nc, s, q, ldq, kt, ldkt, dh, scale, 4) }           \
-        else if ((nr) == 3) { DISPATCH_NC(scores_k, nc, s, q, ldq, kt, ldkt, dh, scale, 3) }      \
-        else if ((nr) == 2) { DISPATCH_NC(scores_k, nc, s, q, ldq, kt, ldkt, dh, scale, 2) }      \
-        else { DISPATCH_NC(scores_k, nc, s, q, ldq, kt, ldkt, dh, scale, 1) }                     \
-    } while (0)
-#define ACCUM_NR(o, ldo, p, v, ldv, nj, tail, nr, nc)                                             \
-    do {                                                                                          \
-        if ((nr) == 4) { DISPATCH_NC(accum_k, nc, o, ldo, p, v, ldv, nj, tail, 4) }               \
-        else if ((nr) == 3) { DISPATCH_NC(accum_k, nc, o, ldo, p, v, ldv, nj, tail, 3) }          \
-        else if ((nr) == 2) { DISPATCH_NC(accum_k, nc, o, ldo, p, v, ldv, nj, tail, 2) }          \
-        else { DISPATCH_NC(accum_k, nc, o, ldo, p, v, ldv, nj, tail, 1) }                         \
+        switch (nr) {                                                                             \
+        case 6: DISPATCH_NC(F, nc, __VA_ARGS__, 6) break;                                         \
+        case 5: DISPATCH_NC(F, nc, __VA_ARGS__, 5) break;                                         \
+        case 4: DISPATCH_NC(F, nc, __VA_ARGS__, 4) break;                                         \
+        case 3: DISPATCH_NC(F, nc, __VA_ARGS__, 3) break;                                         \
+        case 2: DISPATCH_NC(F, nc, __VA_ARGS__, 2) break;                                         \
+        default: DISPATCH_NC(F, nc, __VA_ARGS__, 1) break;                                        \
+        }                                                                                         \
     } while (0)
 #endif
 
-/* s[r][j] = scale * sum_d q[r][d] kt[d][j] for nr <= 4 rows, nj keys
+/* s[r][j] = scale * sum_d q[r][d] kt[d][j] for nr <= ATT_NR rows, nj keys
  * (nj a multiple of 16, kt padded with zeros). */
 static void scores(float *s, const float *q, int ldq, const float *kt, int ldkt, int dh, int nr,
                    int nj, float scale)
@@ -142,7 +145,7 @@ static void scores(float *s, const float *q, int ldq, const float *kt, int ldkt,
 #ifdef __AVX512F__
     for (int j0 = 0; j0 < nj; j0 += 64) {
         int nc = (nj - j0) / 16 < 4 ? (nj - j0) / 16 : 4;
-        SCORES_NR(s + j0, q, ldq, kt + j0, ldkt, dh, scale, nr, nc);
+        DISPATCH_NR(scores_k, nr, nc, s + j0, q, ldq, kt + j0, ldkt, dh, scale);
     }
 #else
     for (int r = 0; r < nr; r++)
@@ -155,7 +158,7 @@ static void scores(float *s, const float *q, int ldq, const float *kt, int ldkt,
 #endif
 }
 
-/* o[r][:dh] += sum_j p[r][j] v[j][:dh] for nr <= 4 rows, nj keys. */
+/* o[r][:dh] += sum_j p[r][j] v[j][:dh] for nr <= ATT_NR rows, nj keys. */
 static void accumulate(float *o, int ldo, const float *p, const float *v, int ldv, int dh, int nr,
                        int nj)
 {
@@ -163,7 +166,7 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
     for (int d0 = 0; d0 < dh; d0 += 64) {
         int w = dh - d0 < 64 ? dh - d0 : 64, nc = (w + 15) / 16;
         __mmask16 tail = w % 16 ? (__mmask16)((1u << (w % 16)) - 1) : 0xffff;
-        ACCUM_NR(o + d0, ldo, p, v + d0, ldv, nj, tail, nr, nc);
+        DISPATCH_NR(accum_k, nr, nc, o + d0, ldo, p, v + d0, ldv, nj, tail);
     }
 #else
     for (int r = 0; r < nr; r++)
@@ -176,10 +179,10 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
 }
 
 /* One (batch, head, query block): rows i0 .. i0+rows-1. */
-/* kt: this head's keys transposed, [dh][ldkt] (zero beyond Nk). */
-static void attend_block(float *out, int ldo, const float *q, int ldq, const float *kt, int ldkt,
-                         const float *v, int ldv, int rows, int i0, int Nk, int dh, float scale,
-                         int causal, float *ws)
+/* kt: this head's keys in transposed chunks of 64 (see keys_ws), zero
+ * beyond Nk; v: its values, rows ldv apart. */
+static void attend_block(float *out, int ldo, const float *q, int ldq, const float *kt, const float *v,
+                         int ldv, int rows, int i0, int Nk, int dh, float scale, int causal, float *ws)
 {
     int dhp = (dh + 15) & ~15;
     float *s = ws, *o = s + (size_t)ATT_QB * ATT_KB;
@@ -192,9 +195,11 @@ static void attend_block(float *out, int ldo, const float *q, int ldq, const flo
     int kend = causal ? (i0 + rows < Nk ? i0 + rows : Nk) : Nk;
     for (int k0 = 0; k0 < kend; k0 += ATT_KB) {
         int nk = kend - k0 < ATT_KB ? kend - k0 : ATT_KB, nkp = (nk + 15) & ~15;
-        for (int r = 0; r < rows; r += 4)
-            scores(s + (size_t)r * ATT_KB, q + (size_t)r * ldq, ldq, kt + k0, ldkt, dh,
-                   rows - r < 4 ? rows - r : 4, nkp, scale);
+        for (int c0 = 0; c0 < nkp; c0 += 64) /* one transposed 64-key chunk at a time */
+            for (int r = 0; r < rows; r += ATT_NR)
+                scores(s + (size_t)r * ATT_KB + c0, q + (size_t)r * ldq, ldq,
+                       kt + (size_t)(k0 + c0) * dh, 64, dh, rows - r < ATT_NR ? rows - r : ATT_NR,
+                       nkp - c0 < 64 ? nkp - c0 : 64, scale);
         /* online softmax: rescale what was accumulated when the max grows */
         for (int r = 0; r < rows; r++) {
             float *sr = s + (size_t)r * ATT_KB;
@@ -216,9 +221,9 @@ static void attend_block(float *out, int ldo, const float *q, int ldq, const flo
                 for (int d = 0; d < dh; d++)
                     o[(size_t)r * dhp + d] *= corr;
         }
-        for (int r = 0; r < rows; r += 4)
+        for (int r = 0; r < rows; r += ATT_NR)
             accumulate(o + (size_t)r * dhp, dhp, s + (size_t)r * ATT_KB, v + (size_t)k0 * ldv, ldv, dh,
-                       rows - r < 4 ? rows - r : 4, nk);
+                       rows - r < ATT_NR ? rows - r : ATT_NR, nk);
     }
     for (int r = 0; r < rows; r++) {
         float inv = 1.0f / l[r];
@@ -231,23 +236,28 @@ void attention_forward(float *out, const float *q, const float *k, const float *
                        int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws)
 {
     SD_ASSERT(dh <= ATT_MAX_DH);
-    int C = heads * dh, nqb = (Nq + ATT_QB - 1) / ATT_QB, ldkt = (Nk + 15) & ~15;
+    int C = heads * dh, nqb = (Nq + ATT_QB - 1) / ATT_QB, nkc = (Nk + 63) / 64;
+    int dhp = (dh + 15) & ~15;
     long ntask = (long)B * heads * nqb;
-    size_t tws = thread_ws(dh);
-    /* All keys transposed once, [B][heads][dh][ldkt], so the score kernel
-     * loads 16 keys per vector. */
-    float *kt_all = ws, *tw = ws + keys_ws(B, Nk, heads, dh);
+    size_t tws = thread_ws(dh), kt_head = (size_t)nkc * 64 * dh, vp_head = (size_t)Nk * dhp;
+    float *kt_all = ws, *vp_all = ws + (size_t)B * heads * kt_head;
+    float *tw = ws + keys_ws(B, Nk, heads, dh);
 #pragma omp parallel if ((size_t)B * Nq * Nk * heads >= 32768)
     {
 #pragma omp for collapse(2) schedule(static)
         for (int bh = 0; bh < B * heads; bh++)
-            for (int j0 = 0; j0 < ldkt; j0 += 16) {
+            for (int c = 0; c < nkc; c++) {
                 int b = bh / heads, h = bh % heads;
-                float *dst = kt_all + (size_t)bh * dh * ldkt;
-                for (int j = j0; j < j0 + 16; j++) {
-                    const float *kr = k + ((size_t)b * Nk + j) * ldk + h * dh;
+                float *kd = kt_all + bh * kt_head + (size_t)c * 64 * dh;
+                for (int j = 0; j < 64; j++) {
+                    int key = c * 64 + j;
+                    const float *kr = k + ((size_t)b * Nk + key) * ldk + h * dh;
                     for (int d = 0; d < dh; d++)
-                        dst[(size_t)d * ldkt + j] = j < Nk ? kr[d] : 0.0f;
+                        kd[(size_t)d * 64 + j] = key < Nk ? kr[d] : 0.0f;
+                    if (key < Nk) {
+                        float *vd = vp_all + bh * vp_head + (size_t)key * dhp;
+                        memcpy(vd, v + ((size_t)b * Nk + key) * ldv + h * dh, dh * sizeof(float));
+                    }
                 }
             }
         float *w = tw + (size_t)omp_get_thread_num() * tws;
@@ -256,10 +266,10 @@ void attention_forward(float *out, const float *q, const float *k, const float *
         for (long t = 0; t < ntask; t++) {
             int qb = t % nqb, h = (t / nqb) % heads, b = t / ((long)nqb * heads);
             int i0 = qb * ATT_QB, rows = Nq - i0 < ATT_QB ? Nq - i0 : ATT_QB;
+            size_t bh = (size_t)b * heads + h;
             attend_block(out + ((size_t)b * Nq + i0) * C + h * dh, C,
-                         q + ((size_t)b * Nq + i0) * ldq + h * dh, ldq,
-                         kt_all + ((size_t)b * heads + h) * dh * ldkt, ldkt,
-                         v + (size_t)b * Nk * ldv + h * dh, ldv, rows, i0, Nk, dh, scale, causal, w);
+                         q + ((size_t)b * Nq + i0) * ldq + h * dh, ldq, kt_all + bh * kt_head,
+                         vp_all + bh * vp_head, dhp, rows, i0, Nk, dh, scale, causal, w);
         }
     }
 }
