@@ -8,13 +8,19 @@
  * accumulator, in L1/L2; keys and values are repacked once for all tasks.
  *
  * The two products are register-blocked AVX-512 kernels: scores as 6
- * queries x 64 keys, output as 6 queries x 64 channels. Without AVX-512 the same
- * loops run as plain C.
+ * queries x 64 keys, output as 6 queries x 64 channels. The bf16 variant
+ * (the bf16 backend) does the same products with AVX512-BF16 dot
+ * products on bf16-rounded queries, keys, values and probabilities, with
+ * float32 accumulation and softmax. Without AVX-512 the loops run as C.
  */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "tensor/attention.h"
 #include "tensor/vmath.h"
@@ -27,26 +33,80 @@
 /* Per-thread scratch, in floats. */
 static size_t thread_ws(int dh)
 {
-    int dhp = (dh + 15) & ~15;
-    return (size_t)ATT_QB * ATT_KB   /* s: scores / probabilities */
-           + (size_t)ATT_QB * dhp    /* o: output accumulator */
-           + 2 * ATT_QB + 32;        /* m, l, alignment slack */
+    int dhp = (dh + 15) & ~15, dh2 = (dh + 1) / 2;
+    return (size_t)ATT_QB * ATT_KB      /* s: scores / probabilities */
+           + (size_t)ATT_QB * dhp       /* o: output accumulator */
+           + 2 * ATT_QB                 /* m, l */
+           + (size_t)ATT_QB * dh2       /* q16: the query block in bf16 pairs */
+           + (size_t)ATT_QB * ATT_KB / 2 /* p16: probabilities in bf16 */
+           + 32;                        /* alignment slack */
 }
 
-/* Keys and values repacked once per call for streaming loads: keys
- * transposed in chunks of 64, kt[b][h][chunk][d][64] (so a 4 x 64 score
- * block reads 256 contiguous bytes per channel, no cache-set aliasing),
- * values as vp[b][h][key][dhp] (contiguous rows). */
-static size_t keys_ws(int B, int Nk, int heads, int dh)
+/* Keys and values are repacked once per call for streaming loads.
+ * float32: keys transposed in chunks of 64, kt[b][h][chunk][d][64] (a score
+ * block reads 256 contiguous bytes per channel, no cache-set aliasing);
+ * values vp[b][h][key][dhp] (contiguous rows).
+ * bf16: the same with channel pairs (keys) or key pairs (values) side by
+ * side, the operand layout of the AVX512-BF16 dot product:
+ * kt[b][h][chunk][dh/2][64][2], vp[b][h][key/2][dhp][2]. */
+static size_t kt_head_floats(int Nk, int dh, int bf16)
 {
-    size_t nkc = ((size_t)Nk + 63) / 64 * 64, dhp = ((size_t)dh + 15) & ~(size_t)15;
-    return (size_t)B * heads * (dh * nkc + (size_t)Nk * dhp) + 32;
+    size_t nkc = ((size_t)Nk + 63) / 64 * 64;
+    return bf16 ? nkc * ((dh + 1) / 2) : nkc * dh; /* bf16: 2 values per float slot */
+}
+
+static size_t vp_head_floats(int Nk, int dh, int bf16)
+{
+    size_t dhp = ((size_t)dh + 15) & ~(size_t)15;
+    return bf16 ? ((size_t)Nk + 1) / 2 * dhp : (size_t)Nk * dhp;
+}
+
+static size_t keys_ws(int B, int Nk, int heads, int dh, int bf16)
+{
+    return (size_t)B * heads * (kt_head_floats(Nk, dh, bf16) + vp_head_floats(Nk, dh, bf16)) + 32;
 }
 
 size_t attention_ws(int B, int Nq, int Nk, int heads, int dh)
 {
     (void)Nq;
-    return keys_ws(B, Nk, heads, dh) + (size_t)omp_get_max_threads() * thread_ws(dh);
+    return keys_ws(B, Nk, heads, dh, 0) + (size_t)omp_get_max_threads() * thread_ws(dh);
+}
+
+size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh)
+{
+    (void)Nq;
+    return keys_ws(B, Nk, heads, dh, 1) + (size_t)omp_get_max_threads() * thread_ws(dh);
+}
+
+static uint16_t bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* dst[0..n) = bf16(src), zero up to npad. */
+static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)
+{
+    int i = 0;
+#ifdef __AVX512BF16__
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+#endif
+    for (; i < n; i++)
+        dst[i] = bf16_round(src[i]);
+    for (; i < npad; i++)
+        dst[i] = 0;
 }
 
 #ifdef __AVX512F__
@@ -178,98 +238,287 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
 #endif
 }
 
-/* One (batch, head, query block): rows i0 .. i0+rows-1. */
-/* kt: this head's keys in transposed chunks of 64 (see keys_ws), zero
- * beyond Nk; v: its values, rows ldv apart. */
-static void attend_block(float *out, int ldo, const float *q, int ldq, const float *kt, const float *v,
-                         int ldv, int rows, int i0, int Nk, int dh, float scale, int causal, float *ws)
+/* bf16 products: s[r][j] = scale * sum over channel pairs of the dot
+ * product of q's pair and key j's pair; kt16 is one packed 64-key chunk
+ * [dh2][64][2]. o[r][:dhp] += sum over key pairs likewise with vp16
+ * [nk2][dhp][2]. Accumulation is float32. */
+#ifdef __AVX512BF16__
+ATT_INLINE void scores16_k(float *s, const uint16_t *q16, int ldq16, const uint16_t *kt16, int dh2,
+                           float scale, const int NR, const int NC)
 {
-    int dhp = (dh + 15) & ~15;
+    __m512 acc[ATT_NR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int p = 0; p < dh2; p++) {
+        const uint16_t *kr = kt16 + (size_t)p * 128;
+        __m512i kv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++)
+            kv[c] = _mm512_loadu_si512((const void *)(kr + 32 * c));
+#pragma GCC unroll 6
+        for (int r = 0; r < NR; r++) {
+            uint32_t pair;
+            memcpy(&pair, q16 + (size_t)r * ldq16 + 2 * p, 4);
+            __m512i qb = _mm512_set1_epi32((int)pair);
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)kv[c], (__m512bh)qb);
+        }
+    }
+    __m512 vs = _mm512_set1_ps(scale);
+#pragma GCC unroll 6
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++)
+            _mm512_storeu_ps(s + (size_t)r * ATT_KB + 16 * c, _mm512_mul_ps(acc[r][c], vs));
+}
+
+ATT_INLINE void accum16_k(float *o, int ldo, const uint16_t *p16, const uint16_t *vp16, int dhp,
+                          int nk2, const int NR, const int NC)
+{
+    __m512 acc[ATT_NR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++)
+            acc[r][c] = _mm512_loadu_ps(o + (size_t)r * ldo + 16 * c);
+    for (int jp = 0; jp < nk2; jp++) {
+        const uint16_t *vr = vp16 + (size_t)jp * dhp * 2;
+        __m512i vv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++)
+            vv[c] = _mm512_loadu_si512((const void *)(vr + 32 * c));
+#pragma GCC unroll 6
+        for (int r = 0; r < NR; r++) {
+            uint32_t pair;
+            memcpy(&pair, p16 + (size_t)r * ATT_KB + 2 * jp, 4);
+            __m512i pb = _mm512_set1_epi32((int)pair);
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)vv[c], (__m512bh)pb);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++)
+            _mm512_storeu_ps(o + (size_t)r * ldo + 16 * c, acc[r][c]);
+}
+#endif
+
+static void scores16(float *s, const uint16_t *q16, int ldq16, const uint16_t *kt16, int dh2, int nr,
+                     int nj, float scale)
+{
+#ifdef __AVX512BF16__
+    int nc = nj / 16;
+    DISPATCH_NR(scores16_k, nr, nc, s, q16, ldq16, kt16, dh2, scale);
+#else
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < nj; j++) {
+            float a = 0;
+            for (int p = 0; p < 2 * dh2; p++)
+                a += bf16_to_f32(q16[(size_t)r * ldq16 + p]) *
+                     bf16_to_f32(kt16[((size_t)(p / 2) * 64 + j) * 2 + p % 2]);
+            s[(size_t)r * ATT_KB + j] = a * scale;
+        }
+#endif
+}
+
+static void accumulate16(float *o, int ldo, const uint16_t *p16, const uint16_t *vp16, int dhp, int nr,
+                         int nk2)
+{
+#ifdef __AVX512BF16__
+    for (int d0 = 0; d0 < dhp; d0 += 64) {
+        int nc = (dhp - d0 < 64 ? dhp - d0 : 64) / 16;
+        DISPATCH_NR(accum16_k, nr, nc, o + d0, ldo, p16, vp16 + (size_t)d0 * 2, dhp, nk2);
+    }
+#else
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < 2 * nk2; j++) {
+            float pj = bf16_to_f32(p16[(size_t)r * ATT_KB + j]);
+            for (int d = 0; d < dhp; d++)
+                o[(size_t)r * ldo + d] += pj * bf16_to_f32(vp16[((size_t)(j / 2) * dhp + d) * 2 + j % 2]);
+        }
+#endif
+}
+
+/* The online-softmax update for one key block: s holds rows x nk scores;
+ * they become exp(s - m_new) (0 where the causal mask hides a key), the
+ * running max m and sum l advance, and the output o so far is rescaled. */
+static void online_softmax(float *s, float *o, int dhp, float *m, float *l, int rows, int i0, int k0,
+                           int nk, int causal)
+{
+    for (int r = 0; r < rows; r++) {
+        float *sr = s + (size_t)r * ATT_KB;
+        int valid = nk;
+        if (causal && k0 + nk > i0 + r + 1)
+            valid = i0 + r + 1 - k0 > 0 ? i0 + r + 1 - k0 : 0;
+        if (valid == 0) { /* causal: this row sees none of these keys */
+            memset(sr, 0, (size_t)nk * sizeof(float));
+            continue;
+        }
+        float mx = vmax(sr, valid), mnew = mx > m[r] ? mx : m[r];
+        float corr = expf(m[r] - mnew);
+        float sum = vexp_sub_sum(sr, valid, mnew);
+        for (int j = valid; j < nk; j++)
+            sr[j] = 0;
+        l[r] = l[r] * corr + sum;
+        m[r] = mnew;
+        if (corr != 1.0f)
+            for (int d = 0; d < dhp; d++)
+                o[(size_t)r * dhp + d] *= corr;
+    }
+}
+
+/* What attend_block needs about one head and one query block. */
+struct att_job {
+    float *out;
+    int ldo;
+    const float *q;       /* first query row, rows ldq apart */
+    int ldq;
+    const void *kt, *vp;  /* the head's packed keys and values (see keys_ws) */
+    int rows, i0, Nk, dh;
+    float scale;
+    int causal, bf16;
+};
+
+static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad);
+
+/* One (batch, head, query block): rows i0 .. i0+rows-1. */
+static void attend_block(const struct att_job *a, float *ws)
+{
+    int dh = a->dh, dhp = (dh + 15) & ~15, dh2 = (dh + 1) / 2, rows = a->rows;
     float *s = ws, *o = s + (size_t)ATT_QB * ATT_KB;
     float *m = o + (size_t)ATT_QB * dhp, *l = m + ATT_QB;
+    uint16_t *q16 = (uint16_t *)(l + ATT_QB), *p16 = q16 + (size_t)ATT_QB * dh2 * 2;
     for (int r = 0; r < rows; r++) {
         m[r] = -INFINITY;
         l[r] = 0;
     }
     memset(o, 0, (size_t)rows * dhp * sizeof(float));
-    int kend = causal ? (i0 + rows < Nk ? i0 + rows : Nk) : Nk;
+    if (a->bf16)
+        for (int r = 0; r < rows; r++)
+            to_bf16_row(q16 + (size_t)r * dh2 * 2, a->q + (size_t)r * a->ldq, dh, dh2 * 2);
+    int Nk = a->Nk, kend = a->causal ? (a->i0 + rows < Nk ? a->i0 + rows : Nk) : Nk;
     for (int k0 = 0; k0 < kend; k0 += ATT_KB) {
         int nk = kend - k0 < ATT_KB ? kend - k0 : ATT_KB, nkp = (nk + 15) & ~15;
-        for (int c0 = 0; c0 < nkp; c0 += 64) /* one transposed 64-key chunk at a time */
-            for (int r = 0; r < rows; r += ATT_NR)
-                scores(s + (size_t)r * ATT_KB + c0, q + (size_t)r * ldq, ldq,
-                       kt + (size_t)(k0 + c0) * dh, 64, dh, rows - r < ATT_NR ? rows - r : ATT_NR,
-                       nkp - c0 < 64 ? nkp - c0 : 64, scale);
-        /* online softmax: rescale what was accumulated when the max grows */
-        for (int r = 0; r < rows; r++) {
-            float *sr = s + (size_t)r * ATT_KB;
-            int valid = nk;
-            if (causal && k0 + nk > i0 + r + 1)
-                valid = i0 + r + 1 - k0 > 0 ? i0 + r + 1 - k0 : 0;
-            if (valid == 0) { /* causal: this row sees none of these keys */
-                memset(sr, 0, (size_t)nk * sizeof(float));
-                continue;
+        for (int c0 = 0; c0 < nkp; c0 += 64) { /* one packed 64-key chunk at a time */
+            int nj = nkp - c0 < 64 ? nkp - c0 : 64;
+            for (int r = 0; r < rows; r += ATT_NR) {
+                int nr = rows - r < ATT_NR ? rows - r : ATT_NR;
+                if (a->bf16)
+                    scores16(s + (size_t)r * ATT_KB + c0, q16 + (size_t)r * dh2 * 2, dh2 * 2,
+                             (const uint16_t *)a->kt + (size_t)(k0 + c0) * dh2 * 2, dh2, nr, nj,
+                             a->scale);
+                else
+                    scores(s + (size_t)r * ATT_KB + c0, a->q + (size_t)r * a->ldq, a->ldq,
+                           (const float *)a->kt + (size_t)(k0 + c0) * dh, 64, dh, nr, nj, a->scale);
             }
-            float mx = vmax(sr, valid), mnew = mx > m[r] ? mx : m[r];
-            float corr = expf(m[r] - mnew);
-            float sum = vexp_sub_sum(sr, valid, mnew);
-            for (int j = valid; j < nk; j++)
-                sr[j] = 0;
-            l[r] = l[r] * corr + sum;
-            m[r] = mnew;
-            if (corr != 1.0f)
-                for (int d = 0; d < dh; d++)
-                    o[(size_t)r * dhp + d] *= corr;
         }
-        for (int r = 0; r < rows; r += ATT_NR)
-            accumulate(o + (size_t)r * dhp, dhp, s + (size_t)r * ATT_KB, v + (size_t)k0 * ldv, ldv, dh,
-                       rows - r < ATT_NR ? rows - r : ATT_NR, nk);
+        online_softmax(s, o, dhp, m, l, rows, a->i0, k0, nk, a->causal);
+        for (int r = 0; r < rows; r += ATT_NR) {
+            int nr = rows - r < ATT_NR ? rows - r : ATT_NR;
+            if (a->bf16) {
+                int nk2 = (nk + 1) / 2;
+                for (int rr = 0; rr < nr; rr++)
+                    to_bf16_row(p16 + (size_t)(r + rr) * ATT_KB, s + (size_t)(r + rr) * ATT_KB, nk,
+                                nk2 * 2);
+                accumulate16(o + (size_t)r * dhp, dhp, p16 + (size_t)r * ATT_KB,
+                             (const uint16_t *)a->vp + (size_t)k0 * dhp, dhp, nr, nk2);
+            } else {
+                accumulate(o + (size_t)r * dhp, dhp, s + (size_t)r * ATT_KB,
+                           (const float *)a->vp + (size_t)k0 * dhp, dhp, dh, nr, nk);
+            }
+        }
     }
     for (int r = 0; r < rows; r++) {
         float inv = 1.0f / l[r];
         for (int d = 0; d < dh; d++)
-            out[(size_t)r * ldo + d] = o[(size_t)r * dhp + d] * inv;
+            a->out[(size_t)r * a->ldo + d] = o[(size_t)r * dhp + d] * inv;
     }
 }
 
-void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq, int Nk,
-                       int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws)
+/* Pack one head's keys (chunk c of 64) and values for the kernels. */
+static void pack_chunk(void *kt, void *vp, const float *k, const float *v, int ldk, int ldv, int Nk,
+                       int dh, int c, int bf16)
+{
+    int dhp = (dh + 15) & ~15, dh2 = (dh + 1) / 2;
+    for (int j = 0; j < 64; j++) {
+        int key = c * 64 + j;
+        const float *kr = k + (size_t)key * ldk, *vr = v + (size_t)key * ldv;
+        if (!bf16) {
+            float *kd = (float *)kt + (size_t)c * 64 * dh;
+            for (int d = 0; d < dh; d++)
+                kd[(size_t)d * 64 + j] = key < Nk ? kr[d] : 0.0f;
+            if (key < Nk)
+                memcpy((float *)vp + (size_t)key * dhp, vr, dh * sizeof(float));
+            continue;
+        }
+        uint16_t *kd = (uint16_t *)kt + (size_t)c * 64 * dh2 * 2;
+        for (int d = 0; d < 2 * dh2; d++)
+            kd[((size_t)(d / 2) * 64 + j) * 2 + d % 2] = key < Nk && d < dh ? bf16_round(kr[d]) : 0;
+        if (key % 2 == 0 && key < Nk) { /* values: key pairs side by side */
+            uint16_t *vd = (uint16_t *)vp + (size_t)(key / 2) * dhp * 2;
+            for (int d = 0; d < dhp; d++) {
+                vd[2 * d] = d < dh ? bf16_round(vr[d]) : 0;
+                vd[2 * d + 1] = d < dh && key + 1 < Nk ? bf16_round(vr[ldv + d]) : 0;
+            }
+        }
+    }
+}
+
+static void attention_run(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                          int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
+                          float *ws, int bf16)
 {
     SD_ASSERT(dh <= ATT_MAX_DH);
     int C = heads * dh, nqb = (Nq + ATT_QB - 1) / ATT_QB, nkc = (Nk + 63) / 64;
-    int dhp = (dh + 15) & ~15;
     long ntask = (long)B * heads * nqb;
-    size_t tws = thread_ws(dh), kt_head = (size_t)nkc * 64 * dh, vp_head = (size_t)Nk * dhp;
+    size_t tws = thread_ws(dh), kt_head = kt_head_floats(Nk, dh, bf16),
+           vp_head = vp_head_floats(Nk, dh, bf16);
     float *kt_all = ws, *vp_all = ws + (size_t)B * heads * kt_head;
-    float *tw = ws + keys_ws(B, Nk, heads, dh);
+    float *tw = ws + keys_ws(B, Nk, heads, dh, bf16);
 #pragma omp parallel if ((size_t)B * Nq * Nk * heads >= 32768)
     {
 #pragma omp for collapse(2) schedule(static)
         for (int bh = 0; bh < B * heads; bh++)
             for (int c = 0; c < nkc; c++) {
                 int b = bh / heads, h = bh % heads;
-                float *kd = kt_all + bh * kt_head + (size_t)c * 64 * dh;
-                for (int j = 0; j < 64; j++) {
-                    int key = c * 64 + j;
-                    const float *kr = k + ((size_t)b * Nk + key) * ldk + h * dh;
-                    for (int d = 0; d < dh; d++)
-                        kd[(size_t)d * 64 + j] = key < Nk ? kr[d] : 0.0f;
-                    if (key < Nk) {
-                        float *vd = vp_all + bh * vp_head + (size_t)key * dhp;
-                        memcpy(vd, v + ((size_t)b * Nk + key) * ldv + h * dh, dh * sizeof(float));
-                    }
-                }
+                pack_chunk(kt_all + bh * kt_head, vp_all + bh * vp_head,
+                           k + (size_t)b * Nk * ldk + h * dh, v + (size_t)b * Nk * ldv + h * dh, ldk,
+                           ldv, Nk, dh, c, bf16);
             }
         float *w = tw + (size_t)omp_get_thread_num() * tws;
         w = (float *)(((uintptr_t)w + 63) & ~(uintptr_t)63);
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
             int qb = t % nqb, h = (t / nqb) % heads, b = t / ((long)nqb * heads);
-            int i0 = qb * ATT_QB, rows = Nq - i0 < ATT_QB ? Nq - i0 : ATT_QB;
+            int i0 = qb * ATT_QB;
             size_t bh = (size_t)b * heads + h;
-            attend_block(out + ((size_t)b * Nq + i0) * C + h * dh, C,
-                         q + ((size_t)b * Nq + i0) * ldq + h * dh, ldq, kt_all + bh * kt_head,
-                         vp_all + bh * vp_head, dhp, rows, i0, Nk, dh, scale, causal, w);
+            struct att_job job = {
+                .out = out + ((size_t)b * Nq + i0) * C + h * dh, .ldo = C,
+                .q = q + ((size_t)b * Nq + i0) * ldq + h * dh, .ldq = ldq,
+                .kt = kt_all + bh * kt_head, .vp = vp_all + bh * vp_head,
+                .rows = Nq - i0 < ATT_QB ? Nq - i0 : ATT_QB, .i0 = i0, .Nk = Nk, .dh = dh,
+                .scale = scale, .causal = causal, .bf16 = bf16,
+            };
+            attend_block(&job, w);
         }
     }
+}
+
+void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq, int Nk,
+                       int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws)
+{
+    attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 0);
+}
+
+void attention_forward_bf16(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                            int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
+                            float *ws)
+{
+    attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 1);
 }

@@ -15,5 +15,10 @@
 size_t attention_ws(int B, int Nq, int Nk, int heads, int dh);
 void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq, int Nk,
                        int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws);
+/* The same with bf16 products (float32 accumulation and softmax). */
+size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh);
+void attention_forward_bf16(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                            int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
+                            float *ws);
 
 #endif

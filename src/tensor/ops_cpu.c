@@ -193,7 +193,7 @@ static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
     .conv2d = onednn_conv2d_run, .conv2d_ws = onednn_conv2d_ws, .conv2d_plan = onednn_conv2d_plan,   \
     .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan,   \
     .layer_release = onednn_layer_release, .layer_bytes = onednn_weight_bytes, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
-    .attention = attention_forward, .attention_ws = attention_ws, .geglu = cpu_geglu,              \
+    .geglu = cpu_geglu,                                                                            \
     .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
     .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
 
@@ -201,6 +201,8 @@ const struct nn_backend nn_backend_cpu = {
     .name = "cpu",
     .conv2d_prepare = conv_prepare_f32,
     .linear_prepare = linear_prepare_f32,
+    .attention = attention_forward,
+    .attention_ws = attention_ws,
     CPU_OPS,
 };
 
@@ -208,5 +210,7 @@ const struct nn_backend nn_backend_cpu_bf16 = {
     .name = "cpu-bf16",
     .conv2d_prepare = conv_prepare_bf16,
     .linear_prepare = linear_prepare_bf16,
+    .attention = attention_forward_bf16,
+    .attention_ws = attention_ws_bf16,
     CPU_OPS,
 };
