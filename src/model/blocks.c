@@ -135,14 +135,14 @@ void resnet_release(const struct nn_backend *be, struct resnet *r)
 
 int nn_prepare(struct nn *nn, void (*pass)(void *arg), void *arg, struct sd_err *err)
 {
-    arena_begin_measure(&nn->arena);
+    arena_begin_measure(nn->arena);
     nn->status = SD_OK;
     pass(arg);
     if (nn->status) {
-        nn->arena.measuring = 0;
+        nn->arena->measuring = 0;
         if (err)
             *err = nn->err;
         return nn->status;
     }
-    return arena_end_measure(&nn->arena, err);
+    return arena_end_measure(nn->arena, err);
 }

@@ -120,7 +120,7 @@ int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float 
             return rc;
         c->planned_T = T;
     }
-    c->nn.arena.top = 0;
+    nn_begin(&c->nn);
     clip_run(c, ids, T, g->layers - clip_skip, out);
     return SD_OK;
 }

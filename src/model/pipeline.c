@@ -4,10 +4,11 @@
  * encode the prompts, draw the initial latents, run the scheduler's loop
  * with classifier-free guidance, decode, convert to 8-bit RGB.
  *
- * Memory: a model owns its networks (weights memory-mapped, activations in
- * per-network arenas sized once per resolution) and the pipeline buffers
- * below, also kept across generations of the same size. Nothing is
- * allocated inside the denoising loop.
+ * Memory: a model owns its networks (weights prepared once at load,
+ * activations in one arena the networks share, since they run one after
+ * another, sized once per resolution) and the pipeline buffers below, also
+ * kept across generations of the same size. Nothing is allocated inside the
+ * denoising loop.
  */
 #include <math.h>
 #include <omp.h>
@@ -37,6 +38,7 @@ struct sd_model {
     struct vae vae;
     struct sched_config sched_cfg; /* the model's scheduler_config.json */
     struct prompt_cache prompts;   /* text-encoder outputs by prompt */
+    struct arena arena;            /* activations of all four networks */
     /* Pipeline buffers, sized for buf_h x buf_w latents. */
     int buf_h, buf_w;
     float *ctx;       /* [2, T, D]: uncond, cond */
@@ -221,6 +223,11 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
         }
     snprintf(in->scheduler_class, sizeof in->scheduler_class, "%s", m->sched_cfg.class_name);
     in->precision = o->precision;
+    arena_init(&m->arena);
+    nn_share_arena(&m->clip.nn, &m->arena);
+    nn_share_arena(&m->unet.nn, &m->arena);
+    nn_share_arena(&m->vae.dec.nn, &m->arena);
+    nn_share_arena(&m->vae.enc.nn, &m->arena);
     pcache_init(&m->prompts, SD_PROMPT_CACHE, (size_t)tok_max_length(m->tok) * m->clip.cfg.hidden);
     in->weight_bytes = weights_resident(&m->clip.w) + weights_resident(&m->unet.w) +
                        weights_resident(&m->vae.w);
@@ -254,6 +261,7 @@ void sd_model_free(sd_model *m)
     clip_free(&m->clip);
     unet_free(&m->unet);
     vae_free(&m->vae);
+    arena_free(&m->arena);
     free(m);
 }
 

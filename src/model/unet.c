@@ -349,7 +349,7 @@ int unet_forward(struct unet *u, const float *sample, float t, const float *ctx,
     if (rc)
         return rc;
     struct unet_args a = {u, sample, ctx, tcond, t, out, B, h, w, T};
-    u->nn.arena.top = 0;
+    nn_begin(&u->nn);
     unet_run(&a);
     return SD_OK;
 }

@@ -300,7 +300,7 @@ static int coder_run(struct vae_coder *d, void (*run)(void *), struct vae_args *
             return rc;
         d->planned_h = a->h, d->planned_w = a->w;
     }
-    d->nn.arena.top = 0;
+    nn_begin(&d->nn);
     run(a);
     return SD_OK;
 }

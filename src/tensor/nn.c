@@ -21,12 +21,19 @@ void nn_init(struct nn *nn, const struct nn_backend *be)
 {
     memset(nn, 0, sizeof *nn);
     nn->be = be;
-    arena_init(&nn->arena);
+    arena_init(&nn->own);
+    nn->arena = &nn->own;
 }
 
 void nn_free(struct nn *nn)
 {
-    arena_free(&nn->arena);
+    arena_free(&nn->own);
+}
+
+void nn_share_arena(struct nn *nn, struct arena *shared)
+{
+    arena_free(&nn->own);
+    nn->arena = shared;
 }
 
 void nn_conv2d_release(const struct nn_backend *be, struct nn_conv2d *l)

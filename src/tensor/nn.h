@@ -140,15 +140,18 @@ extern const struct nn_backend nn_backend_cpu_bf16; /* the same, bf16 weights an
 /* Per-network execution context. */
 struct nn {
     const struct nn_backend *be;
-    struct arena arena;
+    struct arena *arena; /* own, or shared by networks that run one after another */
+    struct arena own;
     int status;          /* first planning error (measure mode) */
     struct sd_err err;
 };
 
-static inline int nn_measuring(const struct nn *nn) { return nn->arena.measuring; }
-static inline float *nn_alloc(struct nn *nn, size_t n) { return arena_alloc(&nn->arena, n); }
-static inline size_t nn_mark(struct nn *nn) { return arena_mark(&nn->arena); }
-static inline void nn_release(struct nn *nn, size_t m) { arena_release(&nn->arena, m); }
+static inline int nn_measuring(const struct nn *nn) { return nn->arena->measuring; }
+static inline float *nn_alloc(struct nn *nn, size_t n) { return arena_alloc(nn->arena, n); }
+static inline size_t nn_mark(struct nn *nn) { return arena_mark(nn->arena); }
+static inline void nn_release(struct nn *nn, size_t m) { arena_release(nn->arena, m); }
+/* Start a real (not measuring) pass from an empty arena. */
+static inline void nn_begin(struct nn *nn) { nn->arena->top = 0; }
 
 /* out = conv(in), or out += conv(in) when accumulate (a fused residual add). */
 static inline void nn_conv2d_ex(struct nn *nn, struct nn_conv2d *l, const float *in, float *out,
@@ -302,6 +305,10 @@ static inline void nn_concat_channels(struct nn *nn, float *out, const float *a,
 int nn_nearest_src(int dst, int in, int out);
 
 void nn_init(struct nn *nn, const struct nn_backend *be);
+/* Use `shared` for activations instead of nn's own arena. Networks that
+ * never run at the same time (text encoder, UNet, VAE of one model) can
+ * share one, sized for the largest; their passes then allocate from it. */
+void nn_share_arena(struct nn *nn, struct arena *shared);
 void nn_free(struct nn *nn);
 /* Release backend state attached to layers (call before freeing weights). */
 void nn_conv2d_release(const struct nn_backend *be, struct nn_conv2d *l);
