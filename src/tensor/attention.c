@@ -345,11 +345,38 @@ static void accumulate16(float *o, int ldo, const uint16_t *p16, const uint16_t 
 #endif
 }
 
+/* exp(x[i] - m) for i < valid, written as bf16 to p16 (zero up to npad);
+ * returns the sum. The cheaper exp is exact enough for bf16 results. */
+static float exp_sum_bf16(const float *x, uint16_t *p16, int valid, int npad, float m)
+{
+    int i = 0;
+    float sum = 0;
+#ifdef __AVX512BF16__
+    __m512 acc = _mm512_setzero_ps(), vm = _mm512_set1_ps(m);
+    for (; i + 16 <= valid; i += 16) {
+        __m512 e = v_exp_bf16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        _mm256_storeu_si256((__m256i *)(p16 + i), (__m256i)_mm512_cvtneps_pbh(e));
+        acc = _mm512_add_ps(acc, e);
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; i < valid; i++) {
+        float e = expf(x[i] - m);
+        p16[i] = bf16_round(e);
+        sum += e;
+    }
+    for (; i < npad; i++)
+        p16[i] = 0;
+    return sum;
+}
+
 /* The online-softmax update for one key block: s holds rows x nk scores;
- * they become exp(s - m_new) (0 where the causal mask hides a key), the
- * running max m and sum l advance, and the output o so far is rescaled. */
-static void online_softmax(float *s, float *o, int dhp, float *m, float *l, int rows, int i0, int k0,
-                           int nk, int causal)
+ * they become the probabilities exp(s - m_new) (0 where the causal mask
+ * hides a key): in place, or as bf16 into p16 (padded to npad) when p16 is
+ * given. The running max m and sum l advance and the output o so far is
+ * rescaled. */
+static void online_softmax(float *s, uint16_t *p16, int npad, float *o, int dhp, float *m, float *l,
+                           int rows, int i0, int k0, int nk, int causal)
 {
     for (int r = 0; r < rows; r++) {
         float *sr = s + (size_t)r * ATT_KB;
@@ -357,14 +384,21 @@ static void online_softmax(float *s, float *o, int dhp, float *m, float *l, int 
         if (causal && k0 + nk > i0 + r + 1)
             valid = i0 + r + 1 - k0 > 0 ? i0 + r + 1 - k0 : 0;
         if (valid == 0) { /* causal: this row sees none of these keys */
-            memset(sr, 0, (size_t)nk * sizeof(float));
+            if (p16)
+                memset(p16 + (size_t)r * ATT_KB, 0, (size_t)npad * sizeof(uint16_t));
+            else
+                memset(sr, 0, (size_t)nk * sizeof(float));
             continue;
         }
         float mx = vmax(sr, valid), mnew = mx > m[r] ? mx : m[r];
-        float corr = expf(m[r] - mnew);
-        float sum = vexp_sub_sum(sr, valid, mnew);
-        for (int j = valid; j < nk; j++)
-            sr[j] = 0;
+        float corr = expf(m[r] - mnew), sum;
+        if (p16) {
+            sum = exp_sum_bf16(sr, p16 + (size_t)r * ATT_KB, valid, npad, mnew);
+        } else {
+            sum = vexp_sub_sum(sr, valid, mnew);
+            for (int j = valid; j < nk; j++)
+                sr[j] = 0;
+        }
         l[r] = l[r] * corr + sum;
         m[r] = mnew;
         if (corr != 1.0f)
@@ -418,14 +452,11 @@ static void attend_block(const struct att_job *a, float *ws)
                            (const float *)a->kt + (size_t)(k0 + c0) * dh, 64, dh, nr, nj, a->scale);
             }
         }
-        online_softmax(s, o, dhp, m, l, rows, a->i0, k0, nk, a->causal);
+        int nk2 = (nk + 1) / 2;
+        online_softmax(s, a->bf16 ? p16 : NULL, nk2 * 2, o, dhp, m, l, rows, a->i0, k0, nk, a->causal);
         for (int r = 0; r < rows; r += ATT_NR) {
             int nr = rows - r < ATT_NR ? rows - r : ATT_NR;
             if (a->bf16) {
-                int nk2 = (nk + 1) / 2;
-                for (int rr = 0; rr < nr; rr++)
-                    to_bf16_row(p16 + (size_t)(r + rr) * ATT_KB, s + (size_t)(r + rr) * ATT_KB, nk,
-                                nk2 * 2);
                 accumulate16(o + (size_t)r * dhp, dhp, p16 + (size_t)r * ATT_KB,
                              (const uint16_t *)a->vp + (size_t)k0 * dhp, dhp, nr, nk2);
             } else {
