@@ -61,10 +61,11 @@ def log(msg):
 # ---------------------------------------------------------------- child processes
 
 class Child:
-    """Result of one child process: rc, output, wall seconds, peak RSS in bytes."""
+    """Result of one child process: rc, output, wall seconds, peak RSS in bytes,
+    and the CPU seconds that everything else on the machine used meanwhile."""
 
-    def __init__(self, rc, out, err, wall, rss):
-        self.rc, self.out, self.err, self.wall, self.rss = rc, out, err, wall, rss
+    def __init__(self, rc, out, err, wall, rss, others=0.0):
+        self.rc, self.out, self.err, self.wall, self.rss, self.others = rc, out, err, wall, rss, others
 
     def error(self):
         """One line saying why it failed (the last non-empty stderr/stdout line)."""
@@ -73,9 +74,43 @@ class Child:
         return f"exit {self.rc}: {why}"[:300]
 
 
+def cpu_busy_s():
+    """CPU seconds the whole machine has spent busy since boot (steal included:
+    on a VM, time the hypervisor gave to others is lost to us too)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(max_wait, threshold=0.25):
+    """Waits (up to max_wait s) until other processes use under `threshold`
+    cores over 5 s, so that a stack does not start in someone else's run."""
+    t_end = time.time() + max_wait
+    while True:
+        b0 = cpu_busy_s()
+        time.sleep(5)
+        load = (cpu_busy_s() - b0) / 5
+        if load < threshold:
+            return load
+        if time.time() > t_end:
+            log(f"  machine still busy ({load:.2f} cores used by others); going on")
+            return load
+        log(f"  waiting: {load:.2f} cores busy with other processes")
+
+
+# CPU seconds used by other processes during our children, and their wall time
+# (reset for each stack; reported as "other load" = average cores taken).
+LOAD = {"others": 0.0, "wall": 0.0}
+
+
 def run_child(cmd, env=None, timeout=3600):
     """Runs cmd, waits with wait4 to get this process's own ru_maxrss."""
     with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        busy0 = cpu_busy_s()
         t0 = time.perf_counter()
         try:
             p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, start_new_session=True)
@@ -96,8 +131,11 @@ def run_child(cmd, env=None, timeout=3600):
                 break
             time.sleep(0.05)
         wall = time.perf_counter() - t0
+        others = max(0.0, cpu_busy_s() - busy0 - ru.ru_utime - ru.ru_stime)
+        LOAD["others"] += others
+        LOAD["wall"] += wall
         fo.seek(0), fe.seek(0)
-        return Child(rc, fo.read(), fe.read(), wall, ru.ru_maxrss * 1024)
+        return Child(rc, fo.read(), fe.read(), wall, ru.ru_maxrss * 1024, others)
 
 
 def med(xs):
@@ -135,13 +173,17 @@ def machine_info(threads):
             ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True).stdout.strip())
         info["gcc"] = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        # the binaries may be older or newer than HEAD: say when they were built
+        info["diffusiond_built"] = datetime.datetime.fromtimestamp(
+            os.path.getmtime(os.path.join(REPO, "build", "diffusiond"))).isoformat(timespec="seconds")
     except (OSError, IndexError):
         pass
     return info
 
 
-def measure_peak(threads):
-    """Builds and runs bench/peak.c; GFLOP/s ceilings, or {} if that fails."""
+def measure_peak(threads, tries=3):
+    """Builds and runs bench/peak.c; GFLOP/s ceilings (best of `tries` runs,
+    as any other load only lowers them), or {} if that fails."""
     exe = os.path.join(REPO, "build", "peak")
     src = os.path.join(REPO, "bench", "peak.c")
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
@@ -150,13 +192,18 @@ def measure_peak(threads):
         if c.rc:
             log(f"peak.c: build failed: {c.error()}")
             return {}
-    c = run_child([exe, "0.5"], env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-    m = re.search(r"^peak (.*)$", c.out, re.M)
-    if c.rc or not m:
-        log(f"peak: failed: {c.error()}")
-        return {}
-    log(c.out.strip())
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    best = {}
+    for _ in range(tries):
+        c = run_child([exe, "0.5"], env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        m = re.search(r"^peak (.*)$", c.out, re.M)
+        if c.rc or not m:
+            log(f"peak: failed: {c.error()}")
+            return {}
+        for k, v in (kv.split("=") for kv in m.group(1).split()):
+            best[k] = max(best.get(k, 0.0), float(v))
+    log("FMA ceiling (bench/peak.c, best of %d): fp32 %.0f GFLOP/s (1 thread %.0f), bf16 %.0f (1 thread %.0f)"
+        % (tries, best["fp32"], best["fp32_1t"], best["bf16"], best["bf16_1t"]))
+    return best
 
 
 # ---------------------------------------------------------------- the three stacks
@@ -183,7 +230,10 @@ def run_diffusiond(model, size, prec, a):
                            "--output", os.path.join(tmp, "out.png")] + pflag, env=env, timeout=a.timeout)
             if c.rc:
                 return dict(r, error="generate: " + c.error())
-            imgs.append(grab(r", ([\d.]+) s$", c.err)), walls.append(c.wall)
+            sec = grab(r", ([\d.]+) s$", c.err)  # its summary line: "...seed S, 12.34 s"
+            if sec is None:  # summary format changed: fall back to the process's wall time
+                sec, r["image_is_wall"] = c.wall, True
+            imgs.append(sec), walls.append(c.wall)
             rss = max(rss, c.rss)
             log(f"    diffusiond image {i}: {imgs[-1]} s (wall {c.wall:.1f} s, {c.rss / 1e9:.2f} GB)")
     return dict(r, image_s=med(imgs), image_all=imgs, image_wall_s=med(walls), rss=rss)
@@ -293,12 +343,12 @@ def markdown(results, models):
             continue
         out += [f"### {model}", "",
                 "| stack | precision | size | text enc (s) | UNet/step (s) | VAE (s) | image (s) "
-                "| UNet GFLOP/s | % peak | VAE GFLOP/s | peak RSS (GB) | vs diffusers | vs sd.cpp |",
-                "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+                "| UNet GFLOP/s | % peak | VAE GFLOP/s | peak RSS (GB) | vs diffusers | vs sd.cpp | other load |",
+                "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
         for r in rows:
             if r.get("error"):
                 out.append(f"| {r['stack']} | {r['precision']} | {r['size']} | failed: "
-                           f"{r['error'].replace('|', '/')} |||||||||")
+                           f"{r['error'].replace('|', '/')} ||||||||||")
                 continue
             ratios = []
             for other in ("diffusers", "sd.cpp"):
@@ -308,11 +358,14 @@ def markdown(results, models):
                        f"| {fmt(r.get('unet_step_s'), '.3f')} | {fmt(r.get('vae_s'), '.2f')} "
                        f"| {fmt(r.get('image_s'), '.2f')} | {fmt(r.get('unet_gflops'), '.0f')} "
                        f"| {fmt(r.get('unet_pct_peak'), '.0f')} | {fmt(r.get('vae_gflops'), '.0f')} "
-                       f"| {fmt(r['rss'] / 1e9 if r.get('rss') else None, '.2f')} | {ratios[0]} | {ratios[1]} |")
+                       f"| {fmt(r['rss'] / 1e9 if r.get('rss') else None, '.2f')} | {ratios[0]} | {ratios[1]} "
+                       f"| {fmt(r.get('other_load'), '.2f')} |")
         out.append("")
     out.append("Ratios: the other stack's seconds per image divided by this row's (> 1: this row is faster); "
                "`*`: against that stack's fp32 row. Text enc: prompt + empty negative prompt. UNet/step: one "
-               "guided step (batch 2). GFLOP/s from the FLOPs counted by bench/flops.py.")
+               "guided step (batch 2). GFLOP/s from the FLOPs counted by bench/flops.py. Other load: average "
+               "cores used by other processes (and the hypervisor) while this row ran; above ~0.1 the row is "
+               "disturbed and should be rerun.")
     return "\n".join(out)
 
 
@@ -335,6 +388,8 @@ def main():
                     help="extra sd.cpp arguments, e.g. '--diffusion-fa'")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/diffusiond"))
     ap.add_argument("--timeout", type=int, default=7200, help="seconds per child process")
+    ap.add_argument("--wait-idle", type=int, default=300,
+                    help="before each stack, wait up to this many seconds for other processes to go idle")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "perf-results.json"))
     ap.add_argument("--md", help="also write the markdown tables to this file")
     a = ap.parse_args()
@@ -367,6 +422,8 @@ def main():
                     info["sdcpp_build"] = f.read().strip()
                 break
     log(f"machine: {info.get('cpu')}, {info['cpus']} CPUs, {info.get('mem_gb')} GB; {a.threads} threads")
+    if a.wait_idle:
+        wait_idle(a.wait_idle)
     peak = measure_peak(a.threads)
 
     fl = {}
@@ -386,12 +443,16 @@ def main():
             for prec in a.precisions:
                 for st in stacks:
                     log(f"{m} {s}x{s} {prec} {st} ...")
+                    if a.wait_idle:
+                        wait_idle(a.wait_idle)
+                    LOAD.update(others=0.0, wall=0.0)
                     t0 = time.time()
                     try:
                         r = runners[st](model, s, prec, a)
                     except Exception as e:  # a broken stack must not end the run
                         r = {"stack": st, "error": f"{type(e).__name__}: {e}"}
-                    r.update(model=m, size=s, precision=prec, steps=a.steps)
+                    r.update(model=m, size=s, precision=prec, steps=a.steps,
+                             other_load=LOAD["others"] / LOAD["wall"] if LOAD["wall"] else None)
                     add_rates(r, fl[(m, s)], peak)
                     results.append(r)
                     log(f"  {st}: " + (f"FAILED {r['error']}" if r.get("error") else

@@ -46,7 +46,7 @@ fi
 
 # 2. summary line when stderr is not a terminal; random seed reported
 "$BIN" generate --model "$MODEL" --steps 2 --prompt x --output "$tmp/d.png" 2>"$tmp/err"
-if grep -q "^$tmp/d.png: 128x128, 2 steps, pndm, seed [0-9]*, [0-9.]* s$" "$tmp/err"; then ok "summary line"; else fail "summary line: $(cat "$tmp/err")"; fi
+if grep -q "^$tmp/d.png: 128x128, 2 steps, pndm, fp32, seed [0-9]*, [0-9.]* s$" "$tmp/err"; then ok "summary line"; else fail "summary line: $(cat "$tmp/err")"; fi
 
 # progress bar when stderr is a terminal (util-linux `script` gives a pty)
 if command -v script >/dev/null; then
