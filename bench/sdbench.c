@@ -126,7 +126,7 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     float *img = calloc((size_t)size * size * 3, sizeof(float));
     for (size_t i = 0; i < 2 * n; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-    double best_t = 1e9, best_u = 1e9, best_v = 1e9;
+    double best_t = 1e9, best_u = 1e9, best_v = 1e9, first[3] = {0};
     int profile = nn_prof.enabled;
     for (int r = 0; r < repeat + 1; r++) { /* first round plans and warms up */
         nn_prof.enabled = profile && r == repeat;
@@ -143,7 +143,9 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
             return die(&err);
         double e = now_s();
         profile_print("vae decode", e - d);
-        if (r) {
+        if (!r)
+            first[0] = b - a, first[1] = d - b, first[2] = e - d;
+        else {
             best_t = b - a < best_t ? b - a : best_t;
             best_u = d - b < best_u ? d - b : best_u;
             best_v = e - d < best_v ? e - d : best_v;
@@ -152,6 +154,8 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     printf("text encoder x2 %8.3f s\n", best_t);
     printf("unet step (B=2) %8.3f s   at %dx%d\n", best_u, size, size);
     printf("vae decode      %8.3f s\n", best_v);
+    printf("first round     %8.3f s   (planning, first touch: text %.3f, unet %.3f, vae %.3f)\n",
+           first[0] + first[1] + first[2] - best_t - best_u - best_v, first[0], first[1], first[2]);
     printf("peak rss        %8.0f MB  (weight copies for other layouts: %.0f MB)\n", peak_rss_mb(),
            onednn_extra_weight_bytes / 1e6);
     clip_free(&c);

@@ -13,10 +13,27 @@ void arena_init(struct arena *a)
     memset(a, 0, sizeof *a);
 }
 
+void *big_alloc(size_t bytes)
+{
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= (2u << 20))
+        madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+void big_free(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes ? bytes : 1);
+}
+
 void arena_free(struct arena *a)
 {
-    if (a->base)
-        munmap(a->base, a->cap);
+    big_free(a->base, a->cap);
     memset(a, 0, sizeof *a);
 }
 
@@ -33,19 +50,13 @@ int arena_end_measure(struct arena *a, struct sd_err *err)
     a->top = 0;
     if (a->base && a->cap >= a->peak)
         return SD_OK;
-    if (a->base)
-        munmap(a->base, a->cap);
+    big_free(a->base, a->cap);
     a->base = NULL;
     a->cap = 0;
     size_t cap = a->peak ? a->peak : ARENA_ALIGN;
-    /* mmap rather than malloc: page-aligned, returned to the OS on free, and
-     * big enough to ask for transparent huge pages (page faults are costly). */
-    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    void *p = big_alloc(cap);
+    if (!p)
         return sd_errf(err, SD_ERR_NOMEM, "cannot allocate %zu MB of activations", cap >> 20);
-#ifdef MADV_HUGEPAGE
-    madvise(p, cap, MADV_HUGEPAGE);
-#endif
     a->base = p;
     a->cap = cap;
     return SD_OK;

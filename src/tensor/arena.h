@@ -35,6 +35,13 @@ void arena_begin_measure(struct arena *a);
 /* End it: make sure the buffer holds the measured peak (may allocate). */
 int arena_end_measure(struct arena *a, struct sd_err *err);
 
+/* Large buffers (weights, arenas) straight from mmap, asking for
+ * transparent huge pages: page faults cost ~7 us per 4 KiB page here and
+ * TLB misses slow the kernels that stream weights. big_free needs the size.
+ * NULL when out of memory. */
+void *big_alloc(size_t bytes);
+void big_free(void *p, size_t bytes);
+
 /* n floats, 64-byte aligned. Running out of the measured capacity is a bug
  * (the measured pass and the real pass must allocate the same way). */
 float *arena_alloc(struct arena *a, size_t n);

@@ -15,6 +15,8 @@
  */
 #include "tensor/onednn.h"
 
+#include "tensor/arena.h"
+
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -44,9 +46,10 @@ size_t onednn_extra_weight_bytes;
 /* One primitive for one input shape (conv: B, H, W; linear: M) and mode. */
 struct dn_entry {
     int key[4]; /* conv: B, H, W, accumulate; linear: M, accumulate, 0, 0 */
-    dnnl_primitive_t prim;
+    dnnl_primitive_t prim; /* shared, owned by the primitive cache */
     dnnl_memory_t src, wei, bias, dst;
     void *wei_own; /* weights reordered for this primitive only (rare) */
+    size_t wei_own_bytes;
 };
 
 struct dn_layer {
@@ -86,8 +89,8 @@ static int reorder(const dnnl_memory_desc_t *from, const void *src, const dnnl_m
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t p = NULL;
     size_t bytes = dnnl_memory_desc_get_size(to);
-    void *buf = NULL;
-    if (posix_memalign(&buf, 64, bytes ? bytes : 64))
+    void *buf = big_alloc(bytes);
+    if (!buf)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory preparing weights");
     TRY(dnnl_memory_create(&msrc, from, engine, (void *)src), "memory");
     TRY(dnnl_memory_create(&mdst, to, engine, buf), "memory");
@@ -99,7 +102,7 @@ static int reorder(const dnnl_memory_desc_t *from, const void *src, const dnnl_m
     *out = buf;
     buf = NULL;
 fail:
-    free(buf);
+    big_free(buf, bytes);
     if (p) dnnl_primitive_destroy(p);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (msrc) dnnl_memory_destroy(msrc);
@@ -109,12 +112,11 @@ fail:
 
 static void entry_destroy(struct dn_entry *e)
 {
-    if (e->prim) dnnl_primitive_destroy(e->prim);
     if (e->src) dnnl_memory_destroy(e->src);
     if (e->wei) dnnl_memory_destroy(e->wei);
     if (e->bias) dnnl_memory_destroy(e->bias);
     if (e->dst) dnnl_memory_destroy(e->dst);
-    free(e->wei_own);
+    big_free(e->wei_own, e->wei_own_bytes);
     memset(e, 0, sizeof *e);
 }
 
@@ -231,6 +233,72 @@ static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, const struct nn_conv2d *
     return *pd ? dnnl_success : s;
 }
 
+/* ------------------------------------------------------------ cache */
+
+/* Choosing a kernel and JIT-compiling it costs milliseconds, and a UNet has
+ * ~280 convolution and linear layers but only a few dozen distinct ones.
+ * So the choices are cached by everything they depend on: the weights
+ * layout for a layer shape (prepare), and the primitive itself for a shape,
+ * mode and weights layout (plan). A primitive holds no data pointers (they
+ * are given at execution), so layers of the same shape share one. */
+struct cache_key {
+    int dims[12];                 /* conv/linear, shapes, padding, bias, bf16, accumulate */
+    dnnl_memory_desc_t wei_in;    /* plan: the prepared layout; prepare: unused (zero) */
+};
+
+struct cache_val {
+    dnnl_primitive_t prim;        /* plan entries (NULL for prepare entries) */
+    dnnl_memory_desc_t wei_md;    /* the weights layout the kernel uses */
+    dnnl_memory_desc_t src_md, dst_md, bias_md;
+};
+
+static struct {
+    struct cache_key k;
+    struct cache_val v;
+} *cache;
+static int cache_n, cache_cap;
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void cache_key_make(struct cache_key *k, const struct nn_conv2d *c, const struct nn_linear *l,
+                           const int key[4], int bf16, int acc, const dnnl_memory_desc_t *wei_in)
+{
+    memset(k, 0, sizeof *k);
+    if (c) {
+        int d[12] = {1, key[0], key[1], key[2], c->cin, c->cout, c->k, c->stride, c->pad_lo, c->pad_hi,
+                     !!c->b, bf16 | acc << 1};
+        memcpy(k->dims, d, sizeof d);
+    } else {
+        int d[12] = {2, key[0], l->in, l->out, 0, 0, 0, 0, 0, 0, !!l->b, bf16 | acc << 1};
+        memcpy(k->dims, d, sizeof d);
+    }
+    if (wei_in)
+        k->wei_in = *wei_in;
+}
+
+static struct cache_val *cache_find(const struct cache_key *k)
+{
+    for (int i = 0; i < cache_n; i++)
+        if (!memcmp(cache[i].k.dims, k->dims, sizeof k->dims) &&
+            dnnl_memory_desc_equal(&cache[i].k.wei_in, &k->wei_in))
+            return &cache[i].v;
+    return NULL;
+}
+
+static struct cache_val *cache_add(const struct cache_key *k, const struct cache_val *v)
+{
+    if (cache_n == cache_cap) {
+        int cap = cache_cap ? 2 * cache_cap : 64;
+        void *p = realloc(cache, cap * sizeof *cache);
+        if (!p)
+            return NULL;
+        cache = p;
+        cache_cap = cap;
+    }
+    cache[cache_n].k = *k;
+    cache[cache_n].v = *v;
+    return &cache[cache_n++].v;
+}
+
 /* ------------------------------------------------------------ prepare */
 
 static int prepare(void **state, const struct nn_conv2d *c, const struct nn_linear *l, int bf16,
@@ -249,10 +317,29 @@ static int prepare(void **state, const struct nn_conv2d *c, const struct nn_line
      * reuse that layout (see plan). */
     int key[4] = {c ? 2 : 1024, 32, 32, 0};
     int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
-    TRY(any_weights(&any, !!c, o, i, k, bf16), "weights desc");
+    struct cache_key ck;
+    cache_key_make(&ck, c, l, key, bf16, 0, NULL);
     TRY(plain_weights(&plain, !!c, o, i, k), "weights desc");
-    TRY(make_pd(&pd, c, l, key, bf16, &any, 0), c ? "convolution desc" : "matmul desc");
-    st->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    pthread_mutex_lock(&cache_mu);
+    struct cache_val *cv = cache_find(&ck);
+    if (cv) {
+        st->wei_md = cv->wei_md;
+    } else {
+        dnnl_status_t s1 = any_weights(&any, !!c, o, i, k, bf16);
+        if (!s1)
+            s1 = make_pd(&pd, c, l, key, bf16, &any, 0);
+        if (!s1) {
+            struct cache_val v = {.wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)};
+            st->wei_md = v.wei_md;
+            cache_add(&ck, &v);
+        }
+        if (s1) {
+            pthread_mutex_unlock(&cache_mu);
+            rc = dn_fail(err, c ? "convolution desc" : "matmul desc", s1);
+            goto fail;
+        }
+    }
+    pthread_mutex_unlock(&cache_mu);
     rc = reorder(&plain, c ? c->w : l->w, &st->wei_md, &st->wei, err);
     if (rc)
         goto fail;
@@ -262,7 +349,7 @@ static int prepare(void **state, const struct nn_conv2d *c, const struct nn_line
 fail:
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    free(st->wei);
+    big_free(st->wei, dnnl_memory_desc_get_size(&st->wei_md));
     free(st);
     return rc;
 }
@@ -279,6 +366,46 @@ int onednn_linear_prepare(struct nn_linear *l, int bf16, struct sd_err *err)
 
 /* --------------------------------------------------------------- plan */
 
+/* A cache miss: the kernel oneDNN prefers for this shape. If it wants
+ * another weights layout than the prepared one, the prepared layout is
+ * kept as long as the same kernel accepts it (no second copy); else the
+ * layer will need a reordered copy (see plan). Called with cache_mu held. */
+static int choose_primitive(const struct cache_key *ck, const struct dn_layer *st,
+                            const struct nn_conv2d *c, const struct nn_linear *l, const int key[4],
+                            int acc, struct cache_val **out, struct sd_err *err)
+{
+    int rc = SD_OK;
+    dnnl_primitive_desc_t pd = NULL, forced = NULL;
+    dnnl_memory_desc_t any;
+    int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
+    TRY(any_weights(&any, !!c, o, i, k, st->bf16), "weights desc");
+    TRY(make_pd(&pd, c, l, key, st->bf16, &any, acc), c ? "convolution desc" : "matmul desc");
+    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &st->wei_md) &&
+        make_pd(&forced, c, l, key, st->bf16, &st->wei_md, acc) == dnnl_success &&
+        !strcmp(impl_name(forced), impl_name(pd))) {
+        dnnl_primitive_desc_destroy(pd);
+        pd = forced;
+        forced = NULL;
+    }
+    struct cache_val v;
+    v.wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    v.src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    v.dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    v.bias_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+    TRY(dnnl_primitive_create(&v.prim, pd), "primitive creation");
+    if (!(*out = cache_add(ck, &v))) {
+        dnnl_primitive_destroy(v.prim);
+        rc = sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    }
+fail:
+    if (forced)
+        dnnl_primitive_desc_destroy(forced);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+
 static int plan(struct dn_layer *st, const struct nn_conv2d *c, const struct nn_linear *l,
                 const int key[4], struct sd_err *err)
 {
@@ -292,48 +419,37 @@ static int plan(struct dn_layer *st, const struct nn_conv2d *c, const struct nn_
     int rc = SD_OK, acc = c ? key[3] : key[1];
     struct dn_entry *e = &st->e[st->n];
     memset(e, 0, sizeof *e);
-    /* The kernel oneDNN prefers for this shape; if it wants another weights
-     * layout than the prepared one, take the prepared layout as long as the
-     * same kernel accepts it, else keep a reordered copy for this shape. */
-    dnnl_primitive_desc_t pd = NULL, forced = NULL;
-    dnnl_memory_desc_t any;
-    int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
-    TRY(any_weights(&any, !!c, o, i, k, st->bf16), "weights desc");
-    TRY(make_pd(&pd, c, l, key, st->bf16, &any, acc), c ? "convolution desc" : "matmul desc");
-    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    void *wei = st->wei;
-    if (!dnnl_memory_desc_equal(wmd, &st->wei_md)) {
-        if (make_pd(&forced, c, l, key, st->bf16, &st->wei_md, acc) == dnnl_success &&
-            !strcmp(impl_name(forced), impl_name(pd))) {
-            dnnl_primitive_desc_destroy(pd);
-            pd = forced;
-            wmd = &st->wei_md;
-        } else {
-            if (forced)
-                dnnl_primitive_desc_destroy(forced);
-            if ((rc = reorder(&st->wei_md, st->wei, wmd, &e->wei_own, err)))
-                goto fail;
-            onednn_extra_weight_bytes += dnnl_memory_desc_get_size(wmd);
-            wei = e->wei_own;
-        }
+    struct cache_key ck;
+    cache_key_make(&ck, c, l, key, st->bf16, acc, &st->wei_md);
+    pthread_mutex_lock(&cache_mu);
+    struct cache_val *cv = cache_find(&ck);
+    if (!cv && (rc = choose_primitive(&ck, st, c, l, key, acc, &cv, err))) {
+        pthread_mutex_unlock(&cache_mu);
+        return rc;
     }
-    TRY(dnnl_primitive_create(&e->prim, pd), "primitive creation");
-    TRY(dnnl_memory_create(&e->src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), engine,
-                           DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&e->dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), engine,
-                           DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&e->wei, wmd, engine, wei), "memory");
+    struct cache_val v = *cv;
+    pthread_mutex_unlock(&cache_mu);
+    e->prim = v.prim;
+    void *wei = st->wei;
+    if (!dnnl_memory_desc_equal(&v.wei_md, &st->wei_md)) {
+        /* This shape's best kernel wants another weights layout: derive it
+         * from the prepared copy, for this layer and shape only. */
+        if ((rc = reorder(&st->wei_md, st->wei, &v.wei_md, &e->wei_own, err)))
+            goto fail;
+        e->wei_own_bytes = dnnl_memory_desc_get_size(&v.wei_md);
+        onednn_extra_weight_bytes += e->wei_own_bytes;
+        wei = e->wei_own;
+    }
+    TRY(dnnl_memory_create(&e->src, &v.src_md, engine, DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&e->dst, &v.dst_md, engine, DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&e->wei, &v.wei_md, engine, wei), "memory");
     const float *b = c ? c->b : l->b;
     if (b)
-        TRY(dnnl_memory_create(&e->bias, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
-                               engine, (void *)b), "memory");
+        TRY(dnnl_memory_create(&e->bias, &v.bias_md, engine, (void *)b), "memory");
     memcpy(e->key, key, sizeof e->key);
     st->n++;
-    dnnl_primitive_desc_destroy(pd);
     return SD_OK;
 fail:
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
     entry_destroy(e);
     return rc;
 }
@@ -438,7 +554,7 @@ void onednn_layer_release(void **be_state)
         return;
     for (int i = 0; i < st->n; i++)
         entry_destroy(&st->e[i]);
-    free(st->wei);
+    big_free(st->wei, dnnl_memory_desc_get_size(&st->wei_md));
     free(st);
     *be_state = NULL;
 }
