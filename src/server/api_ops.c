@@ -35,7 +35,7 @@ enum MHD_Result api_metrics(struct server *srv, struct http_request *r)
 
 enum MHD_Result api_openapi(struct server *srv, struct http_request *r)
 {
-    return http_reply(r, 200, "application/json", openapi_json, strlen(openapi_json), 0, NULL);
+    return http_reply(r, 200, "application/json", srv->openapi, strlen(srv->openapi), 0, NULL);
 }
 
 enum MHD_Result api_page(struct server *srv, struct http_request *r)

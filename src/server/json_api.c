@@ -10,8 +10,6 @@
 
 #include "server/sutil.h"
 
-#define GUIDANCE_MAX 50.0
-#define CLIP_SKIP_MAX 24
 
 /* ------------------------------------------------------------------------ */
 /* Error objects */
@@ -392,7 +390,7 @@ static void check_fields(json_t *errs, json_t *body, const struct api_limits *li
     if (check_int(errs, &steps, json_object_get(body, "num_inference_steps"), &v, &present))
         req->steps = (int)v;
     check_float(errs, "guidance_scale", json_object_get(body, "guidance_scale"), 7.5, 0,
-                GUIDANCE_MAX, &req->guidance);
+                API_GUIDANCE_MAX, &req->guidance);
     struct int_spec seed = {"seed", 1, 0, 1, 0, 0};
     if (check_int(errs, &seed, json_object_get(body, "seed"), &v, &present)) {
         req->has_seed = present;
@@ -406,7 +404,7 @@ static void check_fields(json_t *errs, json_t *body, const struct api_limits *li
         req->height = (int)v;
     check_scheduler(errs, json_object_get(body, "scheduler"), &req->scheduler);
     check_float(errs, "eta", json_object_get(body, "eta"), 0.0, 0.0, 1.0, &req->eta);
-    struct int_spec cs = {"clip_skip", 1, 0, 0, CLIP_SKIP_MAX, 0};
+    struct int_spec cs = {"clip_skip", 1, 0, 0, API_CLIP_SKIP_MAX, 0};
     if (check_int(errs, &cs, json_object_get(body, "clip_skip"), &v, &present))
         req->clip_skip = (int)v;
 }

@@ -45,6 +45,10 @@ struct gen_request {
     int clip_skip;
 };
 
+/* Fixed bounds of /generate fields (the others are in api_limits). */
+#define API_GUIDANCE_MAX 50.0
+#define API_CLIP_SKIP_MAX 24
+
 struct api_limits {
     int max_prompt; /* characters */
     int max_steps;

@@ -1,549 +1,227 @@
 /* openapi.c - the OpenAPI 3.1 description served at /openapi.json.
  *
- * Hand-maintained next to the route table (routes.c); the unit test
- * server_openapi_covers_routes fails when a route is missing here. */
+ * Built once at start-up from three sources so that it cannot drift from
+ * what the server does: the operation list below (summaries, responses),
+ * the route table (routes.c: which operations need an API key) and the
+ * configured limits (the request schema shows --max-prompt, --max-steps
+ * and --max-side as they are). The unit test server_openapi_covers_routes
+ * fails when a route is missing here.
+ */
 #include "server/routes.h"
 
-const char openapi_json[] =
-    "{\n"
-    " \"openapi\": \"3.1.0\",\n"
-    " \"info\": {\n"
-    "  \"title\": \"diffusiond\",\n"
-    "  \"version\": \"1.0.0\",\n"
-    "  \"description\": \"Stable Diffusion text-to-image over HTTP. Submit with POST /generate, then poll GET /results/{task_id} or stream GET /results/{task_id}/events. See docs/api.md.\"\n"
-    " },\n"
-    " \"paths\": {\n"
-    "  \"/\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"Web page to try the service\",\n"
-    "    \"operationId\": \"page\",\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"HTML page.\",\n"
-    "      \"content\": {\"text/html\": {\"schema\": {\"type\": \"string\"}}}\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/health\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"Liveness and model status\",\n"
-    "    \"operationId\": \"health\",\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"Always 200 while the process serves.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/Health\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/openapi.json\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"This document\",\n"
-    "    \"operationId\": \"openapi\",\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"OpenAPI 3.1 document.\",\n"
-    "      \"content\": {\"application/json\": {\"schema\": {\"type\": \"object\"}}}\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/metrics\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"Prometheus metrics\",\n"
-    "    \"operationId\": \"metrics\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"Prometheus text format 0.0.4.\",\n"
-    "      \"content\": {\"text/plain\": {\"schema\": {\"type\": \"string\"}}}\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/generate\": {\n"
-    "   \"post\": {\n"
-    "    \"summary\": \"Queue a text-to-image task\",\n"
-    "    \"operationId\": \"generate\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"requestBody\": {\n"
-    "     \"required\": true,\n"
-    "     \"content\": {\n"
-    "      \"application/json\": {\n"
-    "       \"schema\": {\"$ref\": \"#/components/schemas/GenerationRequest\"}\n"
-    "      }\n"
-    "     }\n"
-    "    },\n"
-    "    \"responses\": {\n"
-    "     \"202\": {\n"
-    "      \"description\": \"Queued. Poll the Location.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/TaskResponse\"}}\n"
-    "      },\n"
-    "      \"headers\": {\n"
-    "       \"Retry-After\": {\n"
-    "        \"description\": \"Seconds to wait before trying again.\",\n"
-    "        \"schema\": {\"type\": \"integer\"}\n"
-    "       },\n"
-    "       \"Location\": {\n"
-    "        \"description\": \"/results/{task_id}\",\n"
-    "        \"schema\": {\"type\": \"string\"}\n"
-    "       }\n"
-    "      }\n"
-    "     },\n"
-    "     \"413\": {\n"
-    "      \"description\": \"Body larger than --max-body.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"422\": {\n"
-    "      \"description\": \"Invalid body (FastAPI/pydantic error list).\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\n"
-    "        \"schema\": {\"$ref\": \"#/components/schemas/HTTPValidationError\"}\n"
-    "       }\n"
-    "      }\n"
-    "     },\n"
-    "     \"429\": {\n"
-    "      \"description\": \"Per-client rate limit exceeded.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      },\n"
-    "      \"headers\": {\n"
-    "       \"Retry-After\": {\n"
-    "        \"description\": \"Seconds to wait before trying again.\",\n"
-    "        \"schema\": {\"type\": \"integer\"}\n"
-    "       }\n"
-    "      }\n"
-    "     },\n"
-    "     \"503\": {\n"
-    "      \"description\": \"Model not loaded, or queue full (with Retry-After).\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      },\n"
-    "      \"headers\": {\n"
-    "       \"Retry-After\": {\n"
-    "        \"description\": \"Seconds to wait before trying again.\",\n"
-    "        \"schema\": {\"type\": \"integer\"}\n"
-    "       }\n"
-    "      }\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/results/{task_id}\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"Status and result of a task\",\n"
-    "    \"operationId\": \"result\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"parameters\": [\n"
-    "     {\n"
-    "      \"name\": \"task_id\",\n"
-    "      \"in\": \"path\",\n"
-    "      \"required\": true,\n"
-    "      \"schema\": {\"type\": \"string\", \"format\": \"uuid\"}\n"
-    "     }\n"
-    "    ],\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"The task.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\n"
-    "        \"schema\": {\"$ref\": \"#/components/schemas/ResultResponse\"}\n"
-    "       }\n"
-    "      }\n"
-    "     },\n"
-    "     \"404\": {\n"
-    "      \"description\": \"Unknown task id.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"410\": {\n"
-    "      \"description\": \"The result has expired.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   },\n"
-    "   \"delete\": {\n"
-    "    \"summary\": \"Cancel a task\",\n"
-    "    \"operationId\": \"cancel\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"parameters\": [\n"
-    "     {\n"
-    "      \"name\": \"task_id\",\n"
-    "      \"in\": \"path\",\n"
-    "      \"required\": true,\n"
-    "      \"schema\": {\"type\": \"string\", \"format\": \"uuid\"}\n"
-    "     }\n"
-    "    ],\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"Was pending; now cancelled.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/TaskResponse\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"202\": {\n"
-    "      \"description\": \"Running; stops after the current step.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/TaskResponse\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"409\": {\n"
-    "      \"description\": \"Already finished.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"404\": {\n"
-    "      \"description\": \"Unknown task id.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"410\": {\n"
-    "      \"description\": \"The result has expired.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/results/{task_id}/cancel\": {\n"
-    "   \"post\": {\n"
-    "    \"summary\": \"Cancel a task (same as DELETE /results/{task_id})\",\n"
-    "    \"operationId\": \"cancel_post\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"parameters\": [\n"
-    "     {\n"
-    "      \"name\": \"task_id\",\n"
-    "      \"in\": \"path\",\n"
-    "      \"required\": true,\n"
-    "      \"schema\": {\"type\": \"string\", \"format\": \"uuid\"}\n"
-    "     }\n"
-    "    ],\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"Was pending; now cancelled.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/TaskResponse\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"202\": {\n"
-    "      \"description\": \"Running; stops after the current step.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/TaskResponse\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"409\": {\n"
-    "      \"description\": \"Already finished.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"404\": {\n"
-    "      \"description\": \"Unknown task id.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"410\": {\n"
-    "      \"description\": \"The result has expired.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/results/{task_id}/image\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"The generated PNG\",\n"
-    "    \"operationId\": \"result_image\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"parameters\": [\n"
-    "     {\n"
-    "      \"name\": \"task_id\",\n"
-    "      \"in\": \"path\",\n"
-    "      \"required\": true,\n"
-    "      \"schema\": {\"type\": \"string\", \"format\": \"uuid\"}\n"
-    "     }\n"
-    "    ],\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"The image.\",\n"
-    "      \"content\": {\n"
-    "       \"image/png\": {\"schema\": {\"type\": \"string\", \"contentMediaType\": \"image/png\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"409\": {\n"
-    "      \"description\": \"Not completed (yet).\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"404\": {\n"
-    "      \"description\": \"Unknown task id.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"410\": {\n"
-    "      \"description\": \"The result has expired.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  },\n"
-    "  \"/results/{task_id}/events\": {\n"
-    "   \"get\": {\n"
-    "    \"summary\": \"Progress as Server-Sent Events\",\n"
-    "    \"operationId\": \"result_events\",\n"
-    "    \"security\": [{\"bearer\": []}, {}],\n"
-    "    \"parameters\": [\n"
-    "     {\n"
-    "      \"name\": \"task_id\",\n"
-    "      \"in\": \"path\",\n"
-    "      \"required\": true,\n"
-    "      \"schema\": {\"type\": \"string\", \"format\": \"uuid\"}\n"
-    "     }\n"
-    "    ],\n"
-    "    \"description\": \"Events: queued {queue_position}, started, step {step, total_steps} (one per denoising step), then completed {seed, image_url} | failed {error_message} | cancelled | expired; the stream ends after the last one.\",\n"
-    "    \"responses\": {\n"
-    "     \"200\": {\n"
-    "      \"description\": \"text/event-stream\",\n"
-    "      \"content\": {\"text/event-stream\": {\"schema\": {\"type\": \"string\"}}}\n"
-    "     },\n"
-    "     \"404\": {\n"
-    "      \"description\": \"Unknown task id.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"410\": {\n"
-    "      \"description\": \"The result has expired.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     },\n"
-    "     \"401\": {\n"
-    "      \"description\": \"API keys are configured and the request has no valid one.\",\n"
-    "      \"content\": {\n"
-    "       \"application/json\": {\"schema\": {\"$ref\": \"#/components/schemas/HTTPError\"}}\n"
-    "      }\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  }\n"
-    " },\n"
-    " \"components\": {\n"
-    "  \"securitySchemes\": {\n"
-    "   \"bearer\": {\n"
-    "    \"type\": \"http\",\n"
-    "    \"scheme\": \"bearer\",\n"
-    "    \"description\": \"Only when the server runs with --api-keys.\"\n"
-    "   }\n"
-    "  },\n"
-    "  \"schemas\": {\n"
-    "   \"GenerationRequest\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"required\": [\"prompt\"],\n"
-    "    \"properties\": {\n"
-    "     \"prompt\": {\"type\": \"string\", \"maxLength\": 2000},\n"
-    "     \"negative_prompt\": {\n"
-    "      \"anyOf\": [{\"type\": \"string\", \"maxLength\": 2000}, {\"type\": \"null\"}],\n"
-    "      \"default\": null\n"
-    "     },\n"
-    "     \"num_inference_steps\": {\n"
-    "      \"type\": \"integer\",\n"
-    "      \"minimum\": 1,\n"
-    "      \"maximum\": 150,\n"
-    "      \"default\": 50\n"
-    "     },\n"
-    "     \"guidance_scale\": {\n"
-    "      \"type\": \"number\",\n"
-    "      \"minimum\": 0,\n"
-    "      \"maximum\": 50,\n"
-    "      \"default\": 7.5\n"
-    "     },\n"
-    "     \"seed\": {\n"
-    "      \"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"null\"}],\n"
-    "      \"default\": null,\n"
-    "      \"description\": \"64-bit; null picks one (returned).\"\n"
-    "     },\n"
-    "     \"width\": {\n"
-    "      \"anyOf\": [\n"
-    "       {\"type\": \"integer\", \"minimum\": 8, \"maximum\": 1024, \"multipleOf\": 8},\n"
-    "       {\"type\": \"null\"}\n"
-    "      ],\n"
-    "      \"default\": null,\n"
-    "      \"description\": \"null: the model's default.\"\n"
-    "     },\n"
-    "     \"height\": {\n"
-    "      \"anyOf\": [\n"
-    "       {\"type\": \"integer\", \"minimum\": 8, \"maximum\": 1024, \"multipleOf\": 8},\n"
-    "       {\"type\": \"null\"}\n"
-    "      ],\n"
-    "      \"default\": null\n"
-    "     },\n"
-    "     \"scheduler\": {\n"
-    "      \"anyOf\": [\n"
-    "       {\n"
-    "        \"enum\": [\n"
-    "         \"default\",\n"
-    "         \"pndm\",\n"
-    "         \"ddim\",\n"
-    "         \"euler\",\n"
-    "         \"euler_a\",\n"
-    "         \"dpmpp_2m\",\n"
-    "         \"dpmpp_2m_karras\",\n"
-    "         \"lcm\"\n"
-    "        ]\n"
-    "       },\n"
-    "       {\"type\": \"null\"}\n"
-    "      ],\n"
-    "      \"default\": null,\n"
-    "      \"description\": \"null or default: the model's scheduler.\"\n"
-    "     },\n"
-    "     \"eta\": {\"type\": \"number\", \"minimum\": 0, \"maximum\": 1, \"default\": 0},\n"
-    "     \"clip_skip\": {\n"
-    "      \"anyOf\": [{\"type\": \"integer\", \"minimum\": 0, \"maximum\": 24}, {\"type\": \"null\"}],\n"
-    "      \"default\": null\n"
-    "     }\n"
-    "    },\n"
-    "    \"description\": \"Unknown fields are ignored. Limits shown are the defaults (--max-prompt, --max-steps, --max-side).\"\n"
-    "   },\n"
-    "   \"TaskResponse\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"required\": [\"task_id\", \"status\"],\n"
-    "    \"properties\": {\n"
-    "     \"task_id\": {\"type\": \"string\", \"format\": \"uuid\"},\n"
-    "     \"status\": {\"type\": \"string\"},\n"
-    "     \"message\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}]},\n"
-    "     \"queue_position\": {\"type\": \"integer\"},\n"
-    "     \"seed\": {\"type\": \"integer\"}\n"
-    "    }\n"
-    "   },\n"
-    "   \"Progress\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"properties\": {\"step\": {\"type\": \"integer\"}, \"total_steps\": {\"type\": \"integer\"}}\n"
-    "   },\n"
-    "   \"ResultResponse\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"required\": [\"task_id\", \"status\", \"prompt\"],\n"
-    "    \"properties\": {\n"
-    "     \"task_id\": {\"type\": \"string\", \"format\": \"uuid\"},\n"
-    "     \"status\": {\n"
-    "      \"enum\": [\"pending\", \"processing\", \"completed\", \"failed\", \"cancelled\"]\n"
-    "     },\n"
-    "     \"prompt\": {\"type\": \"string\"},\n"
-    "     \"image_base64\": {\n"
-    "      \"anyOf\": [{\"type\": \"string\", \"contentEncoding\": \"base64\"}, {\"type\": \"null\"}]\n"
-    "     },\n"
-    "     \"error_message\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}]},\n"
-    "     \"progress\": {\n"
-    "      \"anyOf\": [{\"$ref\": \"#/components/schemas/Progress\"}, {\"type\": \"null\"}]\n"
-    "     },\n"
-    "     \"queue_position\": {\n"
-    "      \"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"null\"}],\n"
-    "      \"description\": \"1 = runs next; null unless pending.\"\n"
-    "     },\n"
-    "     \"seed\": {\"type\": \"integer\"},\n"
-    "     \"created_at\": {\"type\": \"string\", \"format\": \"date-time\"},\n"
-    "     \"started_at\": {\n"
-    "      \"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]\n"
-    "     },\n"
-    "     \"finished_at\": {\n"
-    "      \"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]\n"
-    "     },\n"
-    "     \"image_url\": {\"type\": \"string\"},\n"
-    "     \"params\": {\"type\": \"object\", \"description\": \"The normalised request.\"}\n"
-    "    }\n"
-    "   },\n"
-    "   \"Health\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"required\": [\"status\", \"model_status\"],\n"
-    "    \"properties\": {\n"
-    "     \"status\": {\"const\": \"ok\"},\n"
-    "     \"model_status\": {\"enum\": [\"available\", \"unavailable\"]},\n"
-    "     \"model\": {\"type\": \"string\"},\n"
-    "     \"model_error\": {\"type\": \"string\"}\n"
-    "    }\n"
-    "   },\n"
-    "   \"HTTPError\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"required\": [\"detail\"],\n"
-    "    \"properties\": {\"detail\": {\"type\": \"string\"}}\n"
-    "   },\n"
-    "   \"ValidationError\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"required\": [\"type\", \"loc\", \"msg\"],\n"
-    "    \"properties\": {\n"
-    "     \"type\": {\"type\": \"string\"},\n"
-    "     \"loc\": {\n"
-    "      \"type\": \"array\",\n"
-    "      \"items\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"integer\"}]}\n"
-    "     },\n"
-    "     \"msg\": {\"type\": \"string\"},\n"
-    "     \"input\": {},\n"
-    "     \"ctx\": {\"type\": \"object\"}\n"
-    "    }\n"
-    "   },\n"
-    "   \"HTTPValidationError\": {\n"
-    "    \"type\": \"object\",\n"
-    "    \"properties\": {\n"
-    "     \"detail\": {\n"
-    "      \"type\": \"array\",\n"
-    "      \"items\": {\"$ref\": \"#/components/schemas/ValidationError\"}\n"
-    "     }\n"
-    "    }\n"
-    "   }\n"
-    "  }\n"
-    " }\n"
-    "}\n";
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* One documented response; the body schema follows from the code: the
+ * operation's own for 2xx, HTTPValidationError for 422, HTTPError else. */
+struct resp_doc {
+    const char *code, *desc;
+};
+
+struct op_doc {
+    const char *method, *path, *summary, *id;
+    const char *type;     /* content type of the 2xx body */
+    const char *schema;   /* its component schema, or NULL for a plain string */
+    struct resp_doc resp[7];
+};
+
+#define GONE {"404", "Unknown task id."}, {"410", "The result has expired."}
+#define CANCEL_RESP                                                                                \
+    {{"200", "Was pending; now cancelled."}, {"202", "Running; stops after the current step."},  \
+     {"409", "Already finished."}, GONE}
+
+static const struct op_doc ops[] = {
+    {"get", "/", "Web page to try the service", "page", "text/html", NULL, {{"200", "HTML page."}}},
+    {"get", "/health", "Liveness and model status", "health", "application/json", "Health",
+     {{"200", "Always 200 while the process serves."}}},
+    {"get", "/openapi.json", "This document", "openapi", "application/json", "",
+     {{"200", "OpenAPI 3.1 document."}}},
+    {"get", "/metrics", "Prometheus metrics", "metrics", "text/plain", NULL,
+     {{"200", "Prometheus text format 0.0.4."}}},
+    {"post", "/generate", "Queue a text-to-image task", "generate", "application/json", "TaskResponse",
+     {{"202", "Queued. Poll the Location."},
+      {"413", "Body larger than --max-body."},
+      {"422", "Invalid body (FastAPI/pydantic error list)."},
+      {"429", "Per-client rate limit exceeded (with Retry-After)."},
+      {"503", "Model not loaded, or queue full (with Retry-After)."}}},
+    {"get", "/results/{task_id}", "Status and result of a task", "result", "application/json",
+     "ResultResponse", {{"200", "The task."}, GONE}},
+    {"delete", "/results/{task_id}", "Cancel a task", "cancel", "application/json", "TaskResponse",
+     CANCEL_RESP},
+    {"post", "/results/{task_id}/cancel", "Cancel a task (same as DELETE /results/{task_id})",
+     "cancel_post", "application/json", "TaskResponse", CANCEL_RESP},
+    {"get", "/results/{task_id}/image", "The generated PNG", "result_image", "image/png", NULL,
+     {{"200", "The image."}, {"409", "Not completed (yet)."}, GONE}},
+    {"get", "/results/{task_id}/events", "Progress as Server-Sent Events", "result_events",
+     "text/event-stream", NULL, {{"200", "text/event-stream"}, GONE}},
+};
+
+#define EVENTS_DESC                                                                                \
+    "Events: queued {queue_position}, started, step {step, total_steps} (one per denoising step), " \
+    "then completed {seed, image_url} | failed {error_message} | cancelled | expired; the stream "  \
+    "ends after the last one."
+
+/* The fixed schemas; GenerationRequest is built from the limits. */
+static const char schemas_json[] =
+    "{"
+    "\"TaskResponse\": {\"type\": \"object\", \"required\": [\"task_id\", \"status\"], \"properties\": {"
+    "  \"task_id\": {\"type\": \"string\", \"format\": \"uuid\"}, \"status\": {\"type\": \"string\"},"
+    "  \"message\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}]},"
+    "  \"queue_position\": {\"type\": \"integer\"}, \"seed\": {\"type\": \"integer\"}}},"
+    "\"Progress\": {\"type\": \"object\", \"properties\": {"
+    "  \"step\": {\"type\": \"integer\"}, \"total_steps\": {\"type\": \"integer\"}}},"
+    "\"ResultResponse\": {\"type\": \"object\", \"required\": [\"task_id\", \"status\", \"prompt\", "
+    "  \"image_base64\", \"error_message\"], \"properties\": {"
+    "  \"task_id\": {\"type\": \"string\", \"format\": \"uuid\"},"
+    "  \"status\": {\"enum\": [\"pending\", \"processing\", \"completed\", \"failed\", \"cancelled\"]},"
+    "  \"prompt\": {\"type\": \"string\"},"
+    "  \"image_base64\": {\"anyOf\": [{\"type\": \"string\", \"contentEncoding\": \"base64\"}, {\"type\": \"null\"}]},"
+    "  \"error_message\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}]},"
+    "  \"progress\": {\"anyOf\": [{\"$ref\": \"#/components/schemas/Progress\"}, {\"type\": \"null\"}]},"
+    "  \"queue_position\": {\"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"null\"}],"
+    "    \"description\": \"1 = runs next; null unless pending.\"},"
+    "  \"seed\": {\"type\": \"integer\"},"
+    "  \"created_at\": {\"type\": \"string\", \"format\": \"date-time\"},"
+    "  \"started_at\": {\"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]},"
+    "  \"finished_at\": {\"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]},"
+    "  \"image_url\": {\"type\": \"string\"},"
+    "  \"params\": {\"type\": \"object\", \"description\": \"The normalised request.\"}}},"
+    "\"Health\": {\"type\": \"object\", \"required\": [\"status\", \"model_status\"], \"properties\": {"
+    "  \"status\": {\"const\": \"ok\"}, \"model_status\": {\"enum\": [\"available\", \"unavailable\"]},"
+    "  \"model\": {\"type\": \"string\"}, \"model_error\": {\"type\": \"string\"}}},"
+    "\"HTTPError\": {\"type\": \"object\", \"required\": [\"detail\"], \"properties\": {"
+    "  \"detail\": {\"type\": \"string\"}}},"
+    "\"ValidationError\": {\"type\": \"object\", \"required\": [\"type\", \"loc\", \"msg\"], \"properties\": {"
+    "  \"type\": {\"type\": \"string\"},"
+    "  \"loc\": {\"type\": \"array\", \"items\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"integer\"}]}},"
+    "  \"msg\": {\"type\": \"string\"}, \"input\": {}, \"ctx\": {\"type\": \"object\"}}},"
+    "\"HTTPValidationError\": {\"type\": \"object\", \"properties\": {"
+    "  \"detail\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/components/schemas/ValidationError\"}}}}"
+    "}";
+
+static json_t *nullable(json_t *schema)
+{
+    return json_pack("{s:[o,{s:s}],s:n}", "anyOf", schema, "type", "null", "default");
+}
+
+static json_t *request_schema(const struct api_limits *lim)
+{
+    json_t *side = json_pack("{s:s,s:i,s:i,s:i}", "type", "integer", "minimum", 8, "maximum",
+                             lim->max_side, "multipleOf", 8);
+    json_t *props = json_pack(
+        "{s:{s:s,s:i}, s:o, s:{s:s,s:i,s:i,s:i}, s:{s:s,s:i,s:f,s:f}, s:o, s:o, s:o, s:o,"
+        " s:{s:s,s:i,s:i,s:i}, s:o}",
+        "prompt", "type", "string", "maxLength", lim->max_prompt,
+        "negative_prompt", nullable(json_pack("{s:s,s:i}", "type", "string", "maxLength", lim->max_prompt)),
+        "num_inference_steps", "type", "integer", "minimum", 1, "maximum", lim->max_steps, "default", 50,
+        "guidance_scale", "type", "number", "minimum", 0, "maximum", API_GUIDANCE_MAX, "default", 7.5,
+        "seed", nullable(json_pack("{s:s}", "type", "integer")),
+        "width", nullable(side),
+        "height", nullable(json_deep_copy(side)),
+        "scheduler", nullable(json_pack("{s:[s,s,s,s,s,s,s,s]}", "enum", "default", "pndm", "ddim",
+                                        "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "lcm")),
+        "eta", "type", "number", "minimum", 0, "maximum", 1, "default", 0,
+        "clip_skip", nullable(json_pack("{s:s,s:i,s:i}", "type", "integer", "minimum", 0, "maximum",
+                                        API_CLIP_SKIP_MAX)));
+    if (!props)
+        return NULL;
+    json_object_set_new(json_object_get(props, "seed"), "description",
+                        json_string("64-bit; null picks one (returned)."));
+    json_object_set_new(json_object_get(props, "width"), "description",
+                        json_string("null: the model's default."));
+    json_object_set_new(json_object_get(props, "scheduler"), "description",
+                        json_string("null or default: the model's scheduler."));
+    return json_pack("{s:s,s:[s],s:o,s:s}", "type", "object", "required", "prompt", "properties", props,
+                     "description", "Unknown fields are ignored. The limits are this server's.");
+}
+
+static json_t *content(const char *type, const char *schema)
+{
+    json_t *s = !schema ? json_pack("{s:s}", "type", "string")
+                : !*schema ? json_pack("{s:s}", "type", "object")
+                           : json_pack("{s:s+}", "$ref", "#/components/schemas/", schema);
+    if (s && !strcmp(type, "image/png"))
+        json_object_set_new(s, "contentMediaType", json_string(type));
+    return json_pack("{s:{s:o}}", type, "schema", s);
+}
+
+static json_t *response(const struct op_doc *op, const struct resp_doc *r)
+{
+    const char *err = !strcmp(r->code, "422") ? "HTTPValidationError" : "HTTPError";
+    json_t *c = r->code[0] == '2' ? content(op->type, op->schema) : content("application/json", err);
+    json_t *resp = json_pack("{s:s,s:o}", "description", r->desc, "content", c);
+    int accepted = !strcmp(r->code, "202") && !strcmp(op->id, "generate");
+    if (resp && (accepted || !strcmp(r->code, "429") || !strcmp(r->code, "503"))) {
+        json_t *h = json_pack("{s:{s:s,s:{s:s}}}", "Retry-After", "description",
+                              accepted ? "Seconds to wait before the first poll."
+                                       : "Seconds to wait before trying again.",
+                              "schema", "type", "integer");
+        if (h && accepted)
+            json_object_set_new(h, "Location", json_pack("{s:s,s:{s:s}}", "description",
+                                                         "/results/{task_id}", "schema", "type", "string"));
+        json_object_set_new(resp, "headers", h);
+    }
+    return resp;
+}
+
+static int route_auth(const char *method, const char *path)
+{
+    for (int i = 0; i < routes_count; i++)
+        if (!strcmp(routes[i].pattern, path) && !strcasecmp(routes[i].method, method))
+            return routes[i].auth;
+    return 0;
+}
+
+static json_t *operation(const struct op_doc *op)
+{
+    json_t *resps = json_object();
+    for (const struct resp_doc *r = op->resp; r < op->resp + 7 && r->code; r++)
+        json_object_set_new(resps, r->code, response(op, r));
+    int auth = route_auth(op->method, op->path);
+    if (auth) {
+        struct resp_doc r401 = {"401", "API keys are configured and the request has no valid one."};
+        json_object_set_new(resps, "401", response(op, &r401));
+    }
+    json_t *o = json_pack("{s:s,s:s,s:o}", "summary", op->summary, "operationId", op->id, "responses",
+                          resps);
+    if (!o)
+        return NULL;
+    if (!strcmp(op->id, "result_events"))
+        json_object_set_new(o, "description", json_string(EVENTS_DESC));
+    if (auth) /* a key, or nothing when the server runs without --api-keys */
+        json_object_set_new(o, "security", json_pack("[{s:[]},{}]", "bearer"));
+    if (strstr(op->path, "{task_id}"))
+        json_object_set_new(o, "parameters",
+                            json_pack("[{s:s,s:s,s:b,s:{s:s,s:s}}]", "name", "task_id", "in", "path",
+                                      "required", 1, "schema", "type", "string", "format", "uuid"));
+    if (!strcmp(op->id, "generate"))
+        json_object_set_new(o, "requestBody",
+                            json_pack("{s:b,s:o}", "required", 1, "content",
+                                      content("application/json", "GenerationRequest")));
+    return o;
+}
+
+char *openapi_render(const struct api_limits *lim)
+{
+    json_t *schemas = json_loads(schemas_json, 0, NULL);
+    json_t *paths = json_object();
+    if (schemas)
+        json_object_set_new(schemas, "GenerationRequest", request_schema(lim));
+    for (size_t i = 0; paths && i < sizeof ops / sizeof ops[0]; i++) {
+        json_t *item = json_object_get(paths, ops[i].path);
+        if (!item)
+            json_object_set_new(paths, ops[i].path, item = json_object());
+        json_object_set_new(item, ops[i].method, operation(&ops[i]));
+    }
+    json_t *doc = json_pack(
+        "{s:s,s:{s:s,s:s,s:s},s:o,s:{s:{s:{s:s,s:s,s:s}},s:o}}", "openapi", "3.1.0", "info", "title",
+        "diffusiond", "version", "1.0.0", "description",
+        "Stable Diffusion text-to-image over HTTP. Submit with POST /generate, then poll GET "
+        "/results/{task_id} or stream GET /results/{task_id}/events. See docs/api.md.",
+        "paths", paths, "components", "securitySchemes", "bearer", "type", "http", "scheme", "bearer",
+        "description", "Only when the server runs with --api-keys.", "schemas", schemas);
+    char *text = doc ? json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    return text;
+}

@@ -11,6 +11,7 @@
 #define SD_SERVER_ROUTES_H
 
 #include "server/http.h"
+#include "server/json_api.h"
 
 typedef enum MHD_Result (*route_fn)(struct server *srv, struct http_request *r);
 
@@ -45,8 +46,11 @@ enum MHD_Result api_metrics(struct server *srv, struct http_request *r);
 enum MHD_Result api_openapi(struct server *srv, struct http_request *r);
 enum MHD_Result api_page(struct server *srv, struct http_request *r);
 
-/* The OpenAPI 3.1 document (openapi.c) and the web page (webpage.c). */
-extern const char openapi_json[];
+/* The OpenAPI 3.1 document for these limits (openapi.c): malloc'd JSON
+ * text, NULL when out of memory. */
+char *openapi_render(const struct api_limits *lim);
+
+/* The web page (webpage.c). */
 extern const char webpage_html[];
 
 #endif

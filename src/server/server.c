@@ -22,6 +22,7 @@
 
 #include "server/auth.h"
 #include "server/http.h"
+#include "server/routes.h"
 #include "server/metrics.h"
 #include "server/ratelimit.h"
 #include "server/sse.h"
@@ -150,7 +151,8 @@ static int open_parts(struct server *srv, struct sd_err *err)
     srv->metrics = metrics_new();
     srv->ratelimit = ratelimit_new(srv->cfg.rate_limit, (int)srv->cfg.rate_burst);
     srv->hub = hub_new();
-    if (!srv->metrics || !srv->ratelimit || !srv->hub)
+    srv->openapi = openapi_render(&srv->limits);
+    if (!srv->metrics || !srv->ratelimit || !srv->hub || !srv->openapi)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     return SD_OK;
 }
@@ -158,6 +160,7 @@ static int open_parts(struct server *srv, struct sd_err *err)
 static void close_parts(struct server *srv)
 {
     hub_free(srv->hub);
+    free(srv->openapi);
     ratelimit_free(srv->ratelimit);
     metrics_free(srv->metrics);
     store_close(&srv->store);

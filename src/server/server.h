@@ -45,6 +45,7 @@ struct server {
     struct worker *worker;           /* NULL without a model */
     struct http *http;
     FILE *access_log;                /* NULL: off */
+    char *openapi;                   /* /openapi.json for these limits (owned) */
 };
 
 /* Run the service until SIGTERM or SIGINT. Returns the process exit code:

@@ -1,5 +1,6 @@
 /* test_server_routes.c - the route table (routes.c) and /openapi.json. */
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server/routes.h"
@@ -37,10 +38,26 @@ TEST(server_routes_match)
 TEST(server_openapi_covers_routes)
 {
     json_error_t e;
-    json_t *doc = json_loads(openapi_json, 0, &e);
+    struct api_limits lim = {.max_prompt = 321, .max_steps = 77, .max_side = 640};
+    char *text = openapi_render(&lim);
+    CHECK(text != NULL);
+    json_t *doc = text ? json_loads(text, 0, &e) : NULL;
+    free(text);
     CHECK_MSG(doc != NULL, "openapi.json: %s at line %d", e.text, e.line);
     if (!doc)
         return;
+    /* The request schema shows this server's limits. */
+    json_t *props = json_object_get(
+        json_object_get(json_object_get(json_object_get(doc, "components"), "schemas"),
+                        "GenerationRequest"),
+        "properties");
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(props, "prompt"), "maxLength")),
+                 321);
+    CHECK_EQ_INT(json_integer_value(
+                     json_object_get(json_object_get(props, "num_inference_steps"), "maximum")),
+                 77);
+    json_t *width = json_array_get(json_object_get(json_object_get(props, "width"), "anyOf"), 0);
+    CHECK_EQ_INT(json_integer_value(json_object_get(width, "maximum")), 640);
     json_t *paths = json_object_get(doc, "paths");
     for (int i = 0; i < routes_count; i++) {
         char method[16];
