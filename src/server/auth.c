@@ -2,6 +2,7 @@
 #include "server/auth.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #define KEY_MAX 256
 
 struct auth {
+    pthread_rwlock_t lock; /* keys and n: read by every request, swapped by auth_reload */
     int n;
     char (*keys)[KEY_MAX + 1];
 };
@@ -35,7 +37,8 @@ int auth_load(struct auth **out, const char *path, struct sd_err *err)
     if (!f)
         return sd_errf(err, SD_ERR_IO, "%s: %s", path, strerror(errno));
     struct auth *a = calloc(1, sizeof *a);
-    if (!a) {
+    if (!a || pthread_rwlock_init(&a->lock, NULL)) {
+        free(a);
         fclose(f);
         return sd_errf(err, SD_ERR_NOMEM, "%s: out of memory", path);
     }
@@ -79,17 +82,39 @@ int auth_load(struct auth **out, const char *path, struct sd_err *err)
     return SD_OK;
 }
 
+int auth_reload(struct auth *a, const char *path, struct sd_err *err)
+{
+    struct auth *fresh;
+    int rc = auth_load(&fresh, path, err);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&a->lock);
+    char(*old)[KEY_MAX + 1] = a->keys;
+    a->keys = fresh->keys;
+    a->n = fresh->n;
+    pthread_rwlock_unlock(&a->lock);
+    fresh->keys = old;
+    auth_free(fresh);
+    return SD_OK;
+}
+
 void auth_free(struct auth *a)
 {
     if (!a)
         return;
+    pthread_rwlock_destroy(&a->lock);
     free(a->keys);
     free(a);
 }
 
-int auth_count(const struct auth *a)
+int auth_count(struct auth *a)
 {
-    return a ? a->n : 0;
+    if (!a)
+        return 0;
+    pthread_rwlock_rdlock(&a->lock);
+    int n = a->n;
+    pthread_rwlock_unlock(&a->lock);
+    return n;
 }
 
 /* Constant time in the position of the first difference. */
@@ -105,7 +130,7 @@ static int same_key(const char *stored, const char *given, size_t glen)
     return diff == 0;
 }
 
-int auth_check(const struct auth *a, const char *header)
+int auth_check(struct auth *a, const char *header)
 {
     if (!a || !header)
         return 0;
@@ -122,7 +147,9 @@ int auth_check(const struct auth *a, const char *header)
     if (len == 0 || len > KEY_MAX)
         return 0;
     int ok = 0;
+    pthread_rwlock_rdlock(&a->lock);
     for (int i = 0; i < a->n; i++)
         ok |= same_key(a->keys[i], key, len);
+    pthread_rwlock_unlock(&a->lock);
     return ok;
 }

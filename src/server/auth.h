@@ -17,10 +17,14 @@ struct auth;
 
 int auth_load(struct auth **out, const char *path, struct sd_err *err);
 void auth_free(struct auth *a);
-int auth_count(const struct auth *a);
+int auth_count(struct auth *a);
+
+/* Read the file again and replace the keys (SIGHUP), safe while requests
+ * are checked on other threads. On failure the old keys stay in force. */
+int auth_reload(struct auth *a, const char *path, struct sd_err *err);
 
 /* 1 when header (the Authorization value, may be NULL) is "Bearer <key>"
  * with a known key; the scheme name is case-insensitive. */
-int auth_check(const struct auth *a, const char *header);
+int auth_check(struct auth *a, const char *header);
 
 #endif

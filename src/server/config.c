@@ -57,7 +57,7 @@ static const struct opt opts[] = {
     {"--rate-burst", "DIFFUSIOND_RATE_BURST", OPT_INT, F(rate_burst), 1, 1e6, "N",
      "submissions a client may make at once before the rate applies"},
     {"--api-keys", "DIFFUSIOND_API_KEYS", OPT_STR, F(api_keys), 0, 0, "FILE",
-     "require 'Authorization: Bearer KEY' with a key from FILE (one per line, # comments)"},
+     "require 'Authorization: Bearer KEY' with a key from FILE (one per line, # comments; SIGHUP rereads it)"},
     {"--http-threads", "DIFFUSIOND_HTTP_THREADS", OPT_INT, F(http_threads), 1, 256, "N",
      "HTTP event-loop threads"},
     {"--max-connections", "DIFFUSIOND_MAX_CONNECTIONS", OPT_INT, F(max_connections), 1, 1e6,

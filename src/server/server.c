@@ -171,6 +171,19 @@ static void close_parts(struct server *srv)
         sd_model_free(srv->model);
 }
 
+/* SIGHUP: read the API key file again; a bad file keeps the old keys. */
+static void reload_keys(struct server *srv)
+{
+    struct sd_err err = {0};
+    if (!srv->auth)
+        server_log("SIGHUP: no --api-keys file to reload");
+    else if (auth_reload(srv->auth, srv->cfg.api_keys, &err))
+        server_log("SIGHUP: keeping the old API keys: %s", err.msg);
+    else
+        server_log("SIGHUP: %d API key%s loaded from %s", auth_count(srv->auth),
+                   auth_count(srv->auth) == 1 ? "" : "s", srv->cfg.api_keys);
+}
+
 static int wait_for_signal(const sigset_t *set)
 {
     int sig = 0;
@@ -190,6 +203,7 @@ int server_run(const struct server_config *cfg)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -222,7 +236,9 @@ int server_run(const struct server_config *cfg)
                strchr(srv.cfg.host, ':') ? "]" : "", http_port(&srv), srv.cfg.data_dir,
                srv.auth ? ", API keys required" : "");
 
-    int sig = wait_for_signal(&set);
+    int sig;
+    while ((sig = wait_for_signal(&set)) == SIGHUP)
+        reload_keys(&srv);
     server_log("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_quiesce(&srv);
     worker_stop(srv.worker); /* the running step finishes; the task is requeued */

@@ -331,6 +331,20 @@ def test_api_keys_401():
         check(s.get("/results/" + tid).status == 401, "results need the key too")
         s.wait_status(tid, "completed", headers=good)
         check(s.get("/metrics").status == 401, "metrics need the key")
+        # SIGHUP reloads the file: the new key works, the removed one stops working.
+        with open(keys, "w") as f:
+            f.write("rotated-key\n")
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_log("SIGHUP: 1 API key loaded")
+        check(s.get("/results/" + tid, headers=good).status == 401, "old key revoked")
+        check(s.get("/results/" + tid, headers={"Authorization": "Bearer rotated-key"}).status == 200,
+              "new key accepted")
+        with open(keys, "w") as f:
+            f.write("bad key with spaces\n")
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_log("keeping the old API keys")
+        check(s.get("/results/" + tid, headers={"Authorization": "Bearer rotated-key"}).status == 200,
+              "a bad file keeps the keys")
     finally:
         s.stop()
 

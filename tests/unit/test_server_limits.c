@@ -95,6 +95,27 @@ TEST(server_auth_keys)
     CHECK(auth_load(&a, p, &err) == SD_ERR_FORMAT && strstr(err.msg, "no keys"));
     unlink(p);
     CHECK(auth_load(&a, "/nonexistent/keys", &err) == SD_ERR_IO);
+
+    /* Reload (SIGHUP): new keys replace the old; a bad file keeps them. */
+    p = write_tmp("first-key\n");
+    CHECK(p && auth_load(&a, p, &err) == SD_OK);
+    FILE *f = p ? fopen(p, "w") : NULL;
+    if (f) {
+        fputs("second-key\nthird-key\n", f);
+        fclose(f);
+    }
+    CHECK(a && auth_reload(a, p, &err) == SD_OK);
+    CHECK(auth_count(a) == 2 && auth_check(a, "Bearer third-key") && !auth_check(a, "Bearer first-key"));
+    f = p ? fopen(p, "w") : NULL;
+    if (f) {
+        fputs("not a key\n", f);
+        fclose(f);
+    }
+    CHECK(a && auth_reload(a, p, &err) == SD_ERR_FORMAT);
+    CHECK(auth_count(a) == 2 && auth_check(a, "Bearer second-key"));
+    if (p)
+        unlink(p);
+    auth_free(a);
 }
 
 TEST(server_metrics_text)
