@@ -392,6 +392,9 @@ def main():
                     help="before each stack, wait up to this many seconds for other processes to go idle")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "perf-results.json"))
     ap.add_argument("--md", help="also write the markdown tables to this file")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out (same model, size, precision and stack, not failed) "
+                         "and run only the missing ones; --out is rewritten after every row either way")
     a = ap.parse_args()
 
     stacks = [s for s in a.stacks if not (s == "diffusers" and a.skip_diffusers)
@@ -436,12 +439,35 @@ def main():
                 f"(issue: {iss.get('vae', '-')}), text encoder {fl[(m, s)]['text']:.1f} per prompt")
 
     results = []
+    if a.resume and a.out and os.path.exists(a.out):
+        with open(a.out) as f:
+            results = [r for r in json.load(f).get("results", []) if not r.get("error")]
+        log(f"resuming: {len(results)} rows kept from {a.out}")
+
+    def save():
+        if not a.out:
+            return
+        doc = {"machine": info, "peak_gflops": peak, "args": {k: v for k, v in vars(a).items()},
+               "flops_gflop": {f"{m}/{s}": v for (m, s), v in fl.items()}, "issue_gflop": ISSUE_GFLOP,
+               "results": results}
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out + ".tmp", "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(a.out + ".tmp", a.out)
+
+    def have(m, s, prec, st):
+        return any(r["model"] == m and r["size"] == s and r["precision"] == prec and r["stack"] == st
+                   for r in results)
+
     runners = {"diffusiond": run_diffusiond, "diffusers": run_diffusers, "sd.cpp": run_sdcpp}
     for m in a.models:
         model = os.path.join(a.cache, m)
         for s in a.sizes:
             for prec in a.precisions:
                 for st in stacks:
+                    if have(m, s, prec, st):
+                        log(f"{m} {s}x{s} {prec} {st}: kept from {a.out}")
+                        continue
                     log(f"{m} {s}x{s} {prec} {st} ...")
                     if a.wait_idle:
                         wait_idle(a.wait_idle)
@@ -452,25 +478,25 @@ def main():
                     except Exception as e:  # a broken stack must not end the run
                         r = {"stack": st, "error": f"{type(e).__name__}: {e}"}
                     r.update(model=m, size=s, precision=prec, steps=a.steps,
+                             commit=info.get("diffusiond_commit"), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
                              other_load=LOAD["others"] / LOAD["wall"] if LOAD["wall"] else None)
                     add_rates(r, fl[(m, s)], peak)
                     results.append(r)
+                    save()
                     log(f"  {st}: " + (f"FAILED {r['error']}" if r.get("error") else
                                        f"image {fmt(r.get('image_s'), '.2f')} s, UNet step "
                                        f"{fmt(r.get('unet_step_s'), '.3f')} s, {time.time() - t0:.0f} s spent"))
 
+    results.sort(key=lambda r: (a.models.index(r["model"]) if r["model"] in a.models else 99, r["size"],
+                                a.precisions.index(r["precision"]) if r["precision"] in a.precisions else 9,
+                                stacks.index(r["stack"]) if r["stack"] in stacks else 9))
+    save()
     md = markdown(results, a.models)
     ceil = (f"FMA ceiling ({a.threads} threads, bench/peak.c): fp32 {peak.get('fp32', 0):.0f} GFLOP/s, "
             f"bf16 {peak.get('bf16', 0):.0f} GFLOP/s" if peak else "FMA ceiling: not measured")
     print(f"\n{info.get('cpu')}, {a.threads} threads, {a.steps} steps Euler, guidance {GUIDANCE}\n{ceil}\n")
     print(md)
-    doc = {"machine": info, "peak_gflops": peak, "args": {k: v for k, v in vars(a).items()},
-           "flops_gflop": {f"{m}/{s}": v for (m, s), v in fl.items()}, "issue_gflop": ISSUE_GFLOP,
-           "results": results}
     if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(doc, f, indent=1)
         log(f"wrote {a.out}")
     if a.md:
         with open(a.md, "w") as f:
