@@ -559,6 +559,88 @@ void onednn_layer_release(void **be_state)
     *be_state = NULL;
 }
 
+/* ------------------------------------------------------ batched matmul */
+
+/* One batched product: the primitive (shared through the cache, keyed by
+ * batch, M, K, N and type) and this user's memory objects. */
+struct onednn_bmm {
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c;
+};
+
+int onednn_bmm_plan(struct onednn_bmm **out, int batch, int M, int K, int N, int bf16,
+                    struct sd_err *err)
+{
+    *out = NULL;
+    int rc = engine_ready(err);
+    if (rc)
+        return rc;
+    struct onednn_bmm *h = calloc(1, sizeof *h);
+    if (!h)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t ad = {batch, M, K}, bd = {batch, K, N}, cd = {batch, M, N};
+    TRY(dnnl_memory_desc_init_by_tag(&a, 3, ad, compute_type(bf16), dnnl_abc), "matmul desc");
+    TRY(dnnl_memory_desc_init_by_tag(&b, 3, bd, compute_type(bf16), dnnl_abc), "matmul desc");
+    TRY(dnnl_memory_desc_init_by_tag(&c, 3, cd, dnnl_f32, dnnl_abc), "matmul desc");
+    struct cache_key ck = {.dims = {3, batch, M, K, N, 0, 0, 0, 0, 0, 0, bf16}};
+    pthread_mutex_lock(&cache_mu);
+    struct cache_val *cv = cache_find(&ck);
+    if (!cv) {
+        dnnl_matmul_desc_t md;
+        struct cache_val v = {0};
+        dnnl_status_t s = dnnl_matmul_desc_init(&md, &a, &b, NULL, &c);
+        if (!s)
+            s = dnnl_primitive_desc_create(&pd, &md, NULL, engine, NULL);
+        if (!s)
+            s = dnnl_primitive_create(&v.prim, pd);
+        if (!s && !(cv = cache_add(&ck, &v))) {
+            dnnl_primitive_destroy(v.prim);
+            s = dnnl_out_of_memory;
+        }
+        if (s) {
+            pthread_mutex_unlock(&cache_mu);
+            rc = dn_fail(err, "batched matmul", s);
+            goto fail;
+        }
+    }
+    h->prim = cv->prim;
+    pthread_mutex_unlock(&cache_mu);
+    TRY(dnnl_memory_create(&h->a, &a, engine, DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&h->b, &b, engine, DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&h->c, &c, engine, DNNL_MEMORY_NONE), "memory");
+    *out = h;
+    h = NULL;
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    onednn_bmm_free(h);
+    return rc;
+}
+
+void onednn_bmm_run(struct onednn_bmm *h, const void *A, const void *B, float *C)
+{
+    dnnl_memory_set_data_handle(h->a, (void *)A);
+    dnnl_memory_set_data_handle(h->b, (void *)B);
+    dnnl_memory_set_data_handle(h->c, C);
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, h->a}, {DNNL_ARG_WEIGHTS, h->b}, {DNNL_ARG_DST, h->c}};
+    dnnl_status_t s = dnnl_primitive_execute(h->prim, stream, 3, args);
+    SD_ASSERT(s == dnnl_success);
+    s = dnnl_stream_wait(stream);
+    SD_ASSERT(s == dnnl_success);
+}
+
+void onednn_bmm_free(struct onednn_bmm *h)
+{
+    if (!h)
+        return;
+    if (h->a) dnnl_memory_destroy(h->a);
+    if (h->b) dnnl_memory_destroy(h->b);
+    if (h->c) dnnl_memory_destroy(h->c);
+    free(h);
+}
+
 void onednn_gemm(char tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                  int ldb, float beta, float *C, int ldc)
 {

@@ -28,6 +28,16 @@ extern size_t onednn_extra_weight_bytes;
 size_t onednn_weight_bytes(const void *be_state);
 void onednn_layer_release(void **be_state);
 
+/* Batched products C[i] = A[i] B[i] for i < batch, row-major: A [M,K] and
+ * B [K,N] both f32 or both bf16 (uint16), C [M,N] f32. plan creates (or
+ * finds in the cache) the primitive at load or measure time; run reads
+ * and writes only the given buffers. */
+struct onednn_bmm;
+int onednn_bmm_plan(struct onednn_bmm **h, int batch, int M, int K, int N, int bf16,
+                    struct sd_err *err);
+void onednn_bmm_run(struct onednn_bmm *h, const void *A, const void *B, float *C);
+void onednn_bmm_free(struct onednn_bmm *h);
+
 /* Row-major C[M,N] = alpha A[M,K] op(B) + beta C; op(B) = B^T when tb is
  * 'T' (B is then [N,K] with row stride ldb). Thin wrapper over dnnl_sgemm;
  * single-threaded when called inside a parallel region. */

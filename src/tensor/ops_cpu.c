@@ -11,6 +11,7 @@
 #include "tensor/attention.h"
 #include "tensor/nn.h"
 #include "tensor/onednn.h"
+#include "tensor/winograd.h"
 #include "tensor/vmath.h"
 
 /* Below this many floats of work an op runs on one thread: waking the pool
@@ -169,9 +170,49 @@ static void cpu_concat_channels(float *out, const float *a, int Ca, const float 
     }
 }
 
+/* Convolutions: Winograd where it pays (winograd.h), oneDNN's direct
+ * convolution elsewhere; the layer's be_state says which. */
+static int conv_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
+{
+    return winograd_eligible(l) ? winograd_prepare(l, bf16, err) : onednn_conv2d_prepare(l, bf16, err);
+}
+
+static int conv_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err)
+{
+    return winograd_owns(l->be_state) ? winograd_plan(l, B, H, W, accumulate, err)
+                                      : onednn_conv2d_plan(l, B, H, W, accumulate, err);
+}
+
+static size_t conv_ws(const struct nn_conv2d *l, int B, int H, int W)
+{
+    return winograd_owns(l->be_state) ? winograd_ws(l, B, H, W) : onednn_conv2d_ws(l, B, H, W);
+}
+
+static void conv_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                     int accumulate, float *ws)
+{
+    if (winograd_owns(l->be_state))
+        winograd_run(l, in, out, B, H, W, accumulate, ws);
+    else
+        onednn_conv2d_run(l, in, out, B, H, W, accumulate, ws);
+}
+
+static size_t layer_bytes(const void *be_state)
+{
+    return winograd_owns(be_state) ? winograd_weight_bytes(be_state) : onednn_weight_bytes(be_state);
+}
+
+static void layer_release(void **be_state)
+{
+    if (winograd_owns(*be_state))
+        winograd_release(be_state);
+    else
+        onednn_layer_release(be_state);
+}
+
 static int conv_prepare_f32(struct nn_conv2d *l, struct sd_err *err)
 {
-    return onednn_conv2d_prepare(l, 0, err);
+    return conv_prepare(l, 0, err);
 }
 
 static int linear_prepare_f32(struct nn_linear *l, struct sd_err *err)
@@ -181,7 +222,7 @@ static int linear_prepare_f32(struct nn_linear *l, struct sd_err *err)
 
 static int conv_prepare_bf16(struct nn_conv2d *l, struct sd_err *err)
 {
-    return onednn_conv2d_prepare(l, 1, err);
+    return conv_prepare(l, 1, err);
 }
 
 static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
@@ -190,9 +231,9 @@ static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
 }
 
 #define CPU_OPS                                                                                    \
-    .conv2d = onednn_conv2d_run, .conv2d_ws = onednn_conv2d_ws, .conv2d_plan = onednn_conv2d_plan,   \
+    .conv2d = conv_run, .conv2d_ws = conv_ws, .conv2d_plan = conv_plan,                            \
     .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan,   \
-    .layer_release = onednn_layer_release, .layer_bytes = onednn_weight_bytes, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
+    .layer_release = layer_release, .layer_bytes = layer_bytes, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
     .geglu = cpu_geglu,                                                                            \
     .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
     .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels

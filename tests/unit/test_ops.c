@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tensor/nn.h"
+#include "tensor/winograd.h"
 #include "test.h"
 
 static uint32_t rng_state = 12345;
@@ -99,6 +100,21 @@ TEST(ops_conv2d)
     check_conv(2, 8, 8, 3, 2, 1, 1, 7, 10, 1);  /* UNet downsample, odd size */
     check_conv(1, 8, 8, 3, 2, 0, 1, 8, 6, 1);   /* VAE encoder downsample */
     check_conv(1, 3, 16, 3, 1, 1, 1, 8, 8, 0);
+}
+
+/* The Winograd path (winograd.h): the cpu backends take it for these
+ * shapes; odd sizes (partial 2x2 output blocks) and more tiles than one
+ * chunk holds (a short last chunk). */
+TEST(ops_conv2d_winograd)
+{
+    struct nn_conv2d l = {32, 48, 3, 1, 1, 1, NULL, NULL, NULL};
+    CHECK(winograd_eligible(&l));
+    check_conv(2, 32, 48, 3, 1, 1, 1, 16, 16, 1);
+    check_conv(1, 16, 32, 3, 1, 1, 1, 9, 7, 1);
+    check_conv(1, 16, 16, 3, 1, 1, 1, 1, 3, 0);
+    check_conv(1, 16, 16, 3, 1, 1, 1, 130, 131, 1); /* 4290 tiles, chunks of 4096 */
+    struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL};
+    CHECK(!winograd_eligible(&big)); /* transformed weights would cost too much memory */
 }
 
 TEST(ops_linear)

@@ -1,0 +1,286 @@
+/* winograd.c - see winograd.h.
+ *
+ * Layout: NHWC activations, so a tile's channels are contiguous and the
+ * transforms run on 16 channels at a time (GCC/clang vector extensions:
+ * AVX-512 here, two AVX2 halves or scalar code elsewhere).
+ *   V[x][t][ci]  transformed input, x = 0..15 the tile position, t the tile
+ *   U[x][ci][co] transformed weights (prepared once)
+ *   M[x][t][co]  = V[x] U[x], one batched oneDNN matmul per chunk of tiles
+ * Tile t of a chunk covers output pixels (2ty..2ty+1, 2tx..2tx+1) of image b.
+ */
+#include "tensor/winograd.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/arena.h"
+#include "tensor/onednn.h"
+
+#define WINO_MAGIC 0x57696e6fu
+#define MAX_SHAPES 6
+/* Floats of V plus M per chunk (8 MB): big enough for efficient products,
+ * small enough that the scratch does not grow with the image. */
+#define CHUNK_FLOATS (2u << 20)
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+
+struct wino_shape {
+    int B, H, W, chunk; /* chunk: tiles per batched product */
+    struct onednn_bmm *bmm;
+};
+
+struct wino_layer {
+    uint32_t magic;
+    int bf16;
+    void *u; /* [16][cin][cout], f32 or bf16, owned */
+    size_t u_bytes;
+    int n;
+    struct wino_shape s[MAX_SHAPES];
+};
+
+static inline v16 load16(const float *p)
+{
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+/* float -> bf16, round to nearest even (activations are finite). */
+static inline void store16_bf16(uint16_t *p, v16 v)
+{
+    v16u u = (v16u)v;
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    v16h h = __builtin_convertvector(u, v16h);
+    memcpy(p, &h, sizeof h);
+}
+
+static inline uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+int winograd_eligible(const struct nn_conv2d *l)
+{
+    const char *e = getenv("DIFFUSIOND_WINOGRAD");
+    if (e && !strcmp(e, "0"))
+        return 0;
+    /* cin x cout <= 1280 x 640: the transformed weights (16/9 of the
+     * originals) add ~100 MB to a UNet this way, while the layers with
+     * most pixels, where most of the multiply-adds are, take this path. */
+    return l->k == 3 && l->stride == 1 && l->pad_lo == 1 && l->pad_hi == 1 && l->cin % 16 == 0 &&
+           l->cout % 16 == 0 && (long)l->cin * l->cout <= 1280L * 640;
+}
+
+int winograd_owns(const void *be_state)
+{
+    return be_state && ((const struct wino_layer *)be_state)->magic == WINO_MAGIC;
+}
+
+/* U = G g G^T for every (co, ci); G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. */
+int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
+{
+    struct wino_layer *st = calloc(1, sizeof *st);
+    if (!st)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    st->magic = WINO_MAGIC;
+    st->bf16 = bf16;
+    st->u_bytes = (size_t)16 * l->cin * l->cout * (bf16 ? 2 : 4);
+    if (!(st->u = big_alloc(st->u_bytes))) {
+        free(st);
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory preparing weights");
+    }
+    int cin = l->cin, cout = l->cout;
+    float *uf = st->u;
+    uint16_t *uh = st->u;
+    /* co innermost: consecutive writes to each of the 16 U[x] rows. */
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int co = 0; co < cout; co++) {
+            const float *g = l->w + ((size_t)co * cin + ci) * 9;
+            float t[4][3], u[4][4];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = g[j];
+                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                t[3][j] = g[6 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                u[i][0] = t[i][0];
+                u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                u[i][3] = t[i][2];
+            }
+            for (int x = 0; x < 16; x++) {
+                size_t at = ((size_t)x * cin + ci) * cout + co;
+                if (bf16)
+                    uh[at] = to_bf16(u[x / 4][x % 4]);
+                else
+                    uf[at] = u[x / 4][x % 4];
+            }
+        }
+    l->be_state = st;
+    return SD_OK;
+}
+
+static int n_tiles(int B, int H, int W) { return B * ((H + 1) / 2) * ((W + 1) / 2); }
+
+static int chunk_tiles(const struct nn_conv2d *l, int tiles)
+{
+    int c = (int)(CHUNK_FLOATS / (16u * (unsigned)(l->cin + l->cout))) / 16 * 16;
+    c = c < 16 ? 16 : c;
+    return c < tiles ? c : tiles;
+}
+
+static struct wino_shape *shape_find(const struct wino_layer *st, int B, int H, int W)
+{
+    for (int i = 0; i < st->n; i++)
+        if (st->s[i].B == B && st->s[i].H == H && st->s[i].W == W)
+            return (struct wino_shape *)&st->s[i];
+    return NULL;
+}
+
+int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err)
+{
+    struct wino_layer *st = l->be_state;
+    if (shape_find(st, B, H, W))
+        return SD_OK;
+    if (st->n == MAX_SHAPES)
+        return sd_errf(err, SD_ERR_UNSUPPORTED, "more than %d input sizes for one convolution", MAX_SHAPES);
+    struct wino_shape *s = &st->s[st->n];
+    *s = (struct wino_shape){B, H, W, chunk_tiles(l, n_tiles(B, H, W)), NULL};
+    int rc = onednn_bmm_plan(&s->bmm, 16, s->chunk, l->cin, l->cout, st->bf16, err);
+    if (!rc)
+        st->n++;
+    return rc;
+}
+
+/* Elements of V (floats or bf16) in a chunk, rounded to whole cache lines. */
+static size_t v_floats(const struct nn_conv2d *l, int chunk, int bf16)
+{
+    size_t n = (size_t)16 * chunk * l->cin;
+    return ((bf16 ? (n + 1) / 2 : n) + 15) / 16 * 16;
+}
+
+size_t winograd_ws(const struct nn_conv2d *l, int B, int H, int W)
+{
+    const struct wino_layer *st = l->be_state;
+    int chunk = chunk_tiles(l, n_tiles(B, H, W));
+    return v_floats(l, chunk, st->bf16) + (size_t)16 * chunk * l->cout;
+}
+
+/* V[x][r] = B^T d B for the tiles t0 .. t0+nt-1 (rows r of the chunk);
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
+static void input_transform(int C, const float *in, int H, int W, int t0, int nt, int chunk,
+                            void *V, int bf16)
+{
+    int TH = (H + 1) / 2, TW = (W + 1) / 2;
+    size_t plane = (size_t)chunk * C;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < nt; r++) {
+        int t = t0 + r, b = t / (TH * TW), y0 = 2 * ((t / TW) % TH) - 1, x0 = 2 * (t % TW) - 1;
+        for (int c = 0; c < C; c += 16) {
+            v16 d[4][4], e[4][4], v[4][4];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) {
+                    int y = y0 + i, x = x0 + j;
+                    d[i][j] = y >= 0 && y < H && x >= 0 && x < W
+                                  ? load16(in + (((size_t)b * H + y) * W + x) * C + c)
+                                  : (v16){0};
+                }
+            for (int j = 0; j < 4; j++) {
+                e[0][j] = d[0][j] - d[2][j];
+                e[1][j] = d[1][j] + d[2][j];
+                e[2][j] = d[2][j] - d[1][j];
+                e[3][j] = d[1][j] - d[3][j];
+            }
+            for (int i = 0; i < 4; i++) {
+                v[i][0] = e[i][0] - e[i][2];
+                v[i][1] = e[i][1] + e[i][2];
+                v[i][2] = e[i][2] - e[i][1];
+                v[i][3] = e[i][1] - e[i][3];
+            }
+            size_t at = (size_t)r * C + c;
+            for (int x = 0; x < 16; x++) {
+                if (bf16)
+                    store16_bf16((uint16_t *)V + x * plane + at, v[x / 4][x % 4]);
+                else
+                    store16((float *)V + x * plane + at, v[x / 4][x % 4]);
+            }
+        }
+    }
+}
+
+/* out = A^T m A (+ bias, += when accumulating); A^T = [1 1 1 0; 0 1 -1 -1]. */
+static void output_transform(int C, const float *bias, const float *M, float *out, int H, int W,
+                             int t0, int nt, int chunk, int accumulate)
+{
+    int TH = (H + 1) / 2, TW = (W + 1) / 2;
+    size_t plane = (size_t)chunk * C;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < nt; r++) {
+        int t = t0 + r, b = t / (TH * TW), oy = 2 * ((t / TW) % TH), ox = 2 * (t % TW);
+        for (int c = 0; c < C; c += 16) {
+            v16 m[16], r0[4], r1[4], o[2][2];
+            for (int x = 0; x < 16; x++)
+                m[x] = load16(M + x * plane + (size_t)r * C + c);
+            for (int j = 0; j < 4; j++) {
+                r0[j] = m[j] + m[4 + j] + m[8 + j];
+                r1[j] = m[4 + j] - m[8 + j] - m[12 + j];
+            }
+            v16 bv = bias ? load16(bias + c) : (v16){0};
+            o[0][0] = r0[0] + r0[1] + r0[2] + bv;
+            o[0][1] = r0[1] - r0[2] - r0[3] + bv;
+            o[1][0] = r1[0] + r1[1] + r1[2] + bv;
+            o[1][1] = r1[1] - r1[2] - r1[3] + bv;
+            for (int i = 0; i < 2 && oy + i < H; i++)
+                for (int j = 0; j < 2 && ox + j < W; j++) {
+                    float *p = out + (((size_t)b * H + oy + i) * W + ox + j) * C + c;
+                    store16(p, accumulate ? load16(p) + o[i][j] : o[i][j]);
+                }
+        }
+    }
+}
+
+void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                  int accumulate, float *ws)
+{
+    const struct wino_layer *st = l->be_state;
+    struct wino_shape *s = shape_find(st, B, H, W);
+    SD_ASSERT(s); /* planned in measure mode */
+    void *V = ws;
+    float *M = ws + v_floats(l, s->chunk, st->bf16);
+    int T = n_tiles(B, H, W);
+    for (int t0 = 0; t0 < T; t0 += s->chunk) {
+        int nt = T - t0 < s->chunk ? T - t0 : s->chunk;
+        input_transform(l->cin, in, H, W, t0, nt, s->chunk, V, st->bf16);
+        /* A short last chunk: zero the unused rows (their outputs are not
+         * read; each product row depends on its own row only). */
+        size_t el = st->bf16 ? 2 : 4, row = (size_t)l->cin * el;
+        for (int x = 0; nt < s->chunk && x < 16; x++)
+            memset((char *)V + ((size_t)x * s->chunk + nt) * row, 0, (size_t)(s->chunk - nt) * row);
+        onednn_bmm_run(s->bmm, V, st->u, M);
+        output_transform(l->cout, l->b, M, out, H, W, t0, nt, s->chunk, accumulate);
+    }
+}
+
+size_t winograd_weight_bytes(const void *be_state)
+{
+    return ((const struct wino_layer *)be_state)->u_bytes;
+}
+
+void winograd_release(void **be_state)
+{
+    struct wino_layer *st = *be_state;
+    for (int i = 0; i < st->n; i++)
+        onednn_bmm_free(st->s[i].bmm);
+    big_free(st->u, st->u_bytes);
+    free(st);
+    *be_state = NULL;
+}
