@@ -99,32 +99,34 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
     int cin = l->cin, cout = l->cout;
     float *uf = st->u;
     uint16_t *uh = st->u;
-    /* co innermost: consecutive writes to each of the 16 U[x] rows. */
+    /* Blocks of 16 output channels: 16 sequential read streams (one per
+     * co) and whole cache lines written to each of the 16 U[x] rows. */
 #pragma omp parallel for schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int co = 0; co < cout; co++) {
-            const float *g = l->w + ((size_t)co * cin + ci) * 9;
-            float t[4][3], u[4][4];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[j];
-                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                t[3][j] = g[6 + j];
+    for (int co0 = 0; co0 < cout; co0 += 16)
+        for (int ci = 0; ci < cin; ci++)
+            for (int co = co0; co < co0 + 16 && co < cout; co++) {
+                const float *g = l->w + ((size_t)co * cin + ci) * 9;
+                float t[4][3], u[4][4];
+                for (int j = 0; j < 3; j++) {
+                    t[0][j] = g[j];
+                    t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                    t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                    t[3][j] = g[6 + j];
+                }
+                for (int i = 0; i < 4; i++) {
+                    u[i][0] = t[i][0];
+                    u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                    u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                    u[i][3] = t[i][2];
+                }
+                for (int x = 0; x < 16; x++) {
+                    size_t at = ((size_t)x * cin + ci) * cout + co;
+                    if (bf16)
+                        uh[at] = to_bf16(u[x / 4][x % 4]);
+                    else
+                        uf[at] = u[x / 4][x % 4];
+                }
             }
-            for (int i = 0; i < 4; i++) {
-                u[i][0] = t[i][0];
-                u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[i][3] = t[i][2];
-            }
-            for (int x = 0; x < 16; x++) {
-                size_t at = ((size_t)x * cin + ci) * cout + co;
-                if (bf16)
-                    uh[at] = to_bf16(u[x / 4][x % 4]);
-                else
-                    uf[at] = u[x / 4][x % 4];
-            }
-        }
     l->be_state = st;
     return SD_OK;
 }
@@ -151,8 +153,11 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
     struct wino_layer *st = l->be_state;
     if (shape_find(st, B, H, W))
         return SD_OK;
-    if (st->n == MAX_SHAPES)
-        return sd_errf(err, SD_ERR_UNSUPPORTED, "more than %d input sizes for one convolution", MAX_SHAPES);
+    if (st->n == MAX_SHAPES) { /* forget the oldest size (planned again if it comes back) */
+        onednn_bmm_free(st->s[0].bmm);
+        memmove(&st->s[0], &st->s[1], sizeof st->s[0] * (MAX_SHAPES - 1));
+        st->n--;
+    }
     struct wino_shape *s = &st->s[st->n];
     *s = (struct wino_shape){B, H, W, chunk_tiles(l, n_tiles(B, H, W)), NULL};
     int rc = onednn_bmm_plan(&s->bmm, 16, s->chunk, l->cin, l->cout, st->bf16, err);

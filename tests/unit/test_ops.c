@@ -113,6 +113,17 @@ TEST(ops_conv2d_winograd)
     check_conv(1, 16, 32, 3, 1, 1, 1, 9, 7, 1);
     check_conv(1, 16, 16, 3, 1, 1, 1, 1, 3, 0);
     check_conv(1, 16, 16, 3, 1, 1, 1, 130, 131, 1); /* 4290 tiles, chunks of 4096 */
+    /* More input sizes than a layer keeps plans for: the oldest are
+     * dropped and planned again when they come back. */
+    struct sd_err err;
+    float *w = calloc((size_t)16 * 16 * 9, sizeof(float));
+    struct nn_conv2d l2 = {16, 16, 3, 1, 1, 1, w, NULL, NULL};
+    CHECK(winograd_prepare(&l2, 0, &err) == SD_OK);
+    for (int round = 0; round < 2; round++)
+        for (int h = 2; h < 20; h += 2)
+            CHECK_MSG(winograd_plan(&l2, 1, h, 4, 0, &err) == SD_OK, "%s", err.msg);
+    winograd_release(&l2.be_state);
+    free(w);
     struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL};
     CHECK(!winograd_eligible(&big)); /* transformed weights would cost too much memory */
 }
