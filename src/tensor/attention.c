@@ -87,6 +87,7 @@ static uint16_t bf16_round(float f)
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
+#ifndef __AVX512BF16__ /* the scalar fallbacks below */
 static inline float bf16_to_f32(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
@@ -94,6 +95,7 @@ static inline float bf16_to_f32(uint16_t h)
     memcpy(&f, &u, 4);
     return f;
 }
+#endif
 
 /* dst[0..n) = bf16(src), zero up to npad. */
 static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)
