@@ -117,66 +117,41 @@ static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)
  * accumulators live in registers. */
 #define ATT_INLINE static inline __attribute__((always_inline))
 
-ATT_INLINE void scores_k(float *s, const float *q, int ldq, const float *kt, int ldkt, int dh,
-                         float scale, const int NR, const int NC)
+/* C[r][0 .. 16*NC) = scale * sum_i A[r][i] B[i][..] (acc = 0), or
+ * C[r][..] += sum_i A[r][i] B[i][..] (acc = 1), for NR rows of A (lda
+ * apart) and k rows of B (ldb apart); the last 16-column block is masked
+ * by tail. Scores are QK^T (acc = 0), the output update is PV (acc = 1). */
+ATT_INLINE void mm_k(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int k,
+                     float scale, __mmask16 tail, const int acc, const int NR, const int NC)
 {
-    __m512 acc[ATT_NR][4];
+    __m512 t[ATT_NR][4];
 #pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            acc[r][c] = _mm512_setzero_ps();
-    for (int d = 0; d < dh; d++) {
-        const float *kr = kt + (size_t)d * ldkt;
-        __m512 kv[4];
+        for (int j = 0; j < NC; j++)
+            t[r][j] = acc ? _mm512_maskz_loadu_ps(j == NC - 1 ? tail : 0xffff, c + (size_t)r * ldc + 16 * j)
+                          : _mm512_setzero_ps();
+    for (int i = 0; i < k; i++) {
+        const float *br = b + (size_t)i * ldb;
+        __m512 bv[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            kv[c] = _mm512_loadu_ps(kr + 16 * c);
+        for (int j = 0; j < NC; j++)
+            bv[j] = _mm512_maskz_loadu_ps(j == NC - 1 ? tail : 0xffff, br + 16 * j);
 #pragma GCC unroll 6
         for (int r = 0; r < NR; r++) {
-            __m512 qb = _mm512_set1_ps(q[(size_t)r * ldq + d]);
+            __m512 ab = _mm512_set1_ps(a[(size_t)r * lda + i]);
 #pragma GCC unroll 4
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm512_fmadd_ps(qb, kv[c], acc[r][c]);
+            for (int j = 0; j < NC; j++)
+                t[r][j] = _mm512_fmadd_ps(ab, bv[j], t[r][j]);
         }
     }
     __m512 vs = _mm512_set1_ps(scale);
 #pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            _mm512_storeu_ps(s + (size_t)r * ATT_KB + 16 * c, _mm512_mul_ps(acc[r][c], vs));
-}
-
-/* o[r][0 .. 16*NC) (+)= sum_j p[r][j] v[j][..], the last column masked. */
-ATT_INLINE void accum_k(float *o, int ldo, const float *p, const float *v, int ldv, int nj,
-                        __mmask16 tail, const int NR, const int NC)
-{
-    __m512 acc[ATT_NR][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            acc[r][c] = _mm512_maskz_loadu_ps(c == NC - 1 ? tail : 0xffff, o + (size_t)r * ldo + 16 * c);
-    for (int j = 0; j < nj; j++) {
-        const float *vr = v + (size_t)j * ldv;
-        __m512 vv[4];
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            vv[c] = _mm512_maskz_loadu_ps(c == NC - 1 ? tail : 0xffff, vr + 16 * c);
-#pragma GCC unroll 6
-        for (int r = 0; r < NR; r++) {
-            __m512 pb = _mm512_set1_ps(p[(size_t)r * ATT_KB + j]);
-#pragma GCC unroll 4
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            _mm512_mask_storeu_ps(o + (size_t)r * ldo + 16 * c, c == NC - 1 ? tail : 0xffff, acc[r][c]);
+        for (int j = 0; j < NC; j++)
+            _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16 * j, j == NC - 1 ? tail : 0xffff,
+                                  acc ? t[r][j] : _mm512_mul_ps(t[r][j], vs));
 }
 
 #define DISPATCH_NC(F, nc, ...)                                                                   \
@@ -207,7 +182,7 @@ static void scores(float *s, const float *q, int ldq, const float *kt, int ldkt,
 #ifdef __AVX512F__
     for (int j0 = 0; j0 < nj; j0 += 64) {
         int nc = (nj - j0) / 16 < 4 ? (nj - j0) / 16 : 4;
-        DISPATCH_NR(scores_k, nr, nc, s + j0, q, ldq, kt + j0, ldkt, dh, scale);
+        DISPATCH_NR(mm_k, nr, nc, s + j0, ATT_KB, q, ldq, kt + j0, ldkt, dh, scale, 0xffff, 0);
     }
 #else
     for (int r = 0; r < nr; r++)
@@ -228,7 +203,7 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
     for (int d0 = 0; d0 < dh; d0 += 64) {
         int w = dh - d0 < 64 ? dh - d0 : 64, nc = (w + 15) / 16;
         __mmask16 tail = w % 16 ? (__mmask16)((1u << (w % 16)) - 1) : 0xffff;
-        DISPATCH_NR(accum_k, nr, nc, o + d0, ldo, p, v + d0, ldv, nj, tail);
+        DISPATCH_NR(mm_k, nr, nc, o + d0, ldo, p, ATT_KB, v + d0, ldv, nj, 1.0f, tail, 1);
     }
 #else
     for (int r = 0; r < nr; r++)
@@ -240,74 +215,41 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
 #endif
 }
 
-/* bf16 products: s[r][j] = scale * sum over channel pairs of the dot
- * product of q's pair and key j's pair; kt16 is one packed 64-key chunk
- * [dh2][64][2]. o[r][:dhp] += sum over key pairs likewise with vp16
- * [nk2][dhp][2]. Accumulation is float32. */
+/* bf16 products, as mm_k but on pairs of bf16 (AVX512-BF16 dot products,
+ * float32 accumulation): A rows hold k2 pairs, B row i holds the i-th pair
+ * of every column (kt16: one 64-key chunk [dh2][64][2]; vp16: [nk2][dhp][2]). */
 #ifdef __AVX512BF16__
-ATT_INLINE void scores16_k(float *s, const uint16_t *q16, int ldq16, const uint16_t *kt16, int dh2,
-                           float scale, const int NR, const int NC)
+ATT_INLINE void mm16_k(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb,
+                       int k2, float scale, const int acc, const int NR, const int NC)
 {
-    __m512 acc[ATT_NR][4];
+    __m512 t[ATT_NR][4];
 #pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            acc[r][c] = _mm512_setzero_ps();
-    for (int p = 0; p < dh2; p++) {
-        const uint16_t *kr = kt16 + (size_t)p * 128;
-        __m512i kv[4];
+        for (int j = 0; j < NC; j++)
+            t[r][j] = acc ? _mm512_loadu_ps(c + (size_t)r * ldc + 16 * j) : _mm512_setzero_ps();
+    for (int i = 0; i < k2; i++) {
+        const uint16_t *br = b + (size_t)i * ldb;
+        __m512i bv[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            kv[c] = _mm512_loadu_si512((const void *)(kr + 32 * c));
+        for (int j = 0; j < NC; j++)
+            bv[j] = _mm512_loadu_si512((const void *)(br + 32 * j));
 #pragma GCC unroll 6
         for (int r = 0; r < NR; r++) {
             uint32_t pair;
-            memcpy(&pair, q16 + (size_t)r * ldq16 + 2 * p, 4);
-            __m512i qb = _mm512_set1_epi32((int)pair);
+            memcpy(&pair, a + (size_t)r * lda + 2 * i, 4);
+            __m512i ab = _mm512_set1_epi32((int)pair);
 #pragma GCC unroll 4
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)kv[c], (__m512bh)qb);
+            for (int j = 0; j < NC; j++)
+                t[r][j] = _mm512_dpbf16_ps(t[r][j], (__m512bh)bv[j], (__m512bh)ab);
         }
     }
     __m512 vs = _mm512_set1_ps(scale);
 #pragma GCC unroll 6
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            _mm512_storeu_ps(s + (size_t)r * ATT_KB + 16 * c, _mm512_mul_ps(acc[r][c], vs));
-}
-
-ATT_INLINE void accum16_k(float *o, int ldo, const uint16_t *p16, const uint16_t *vp16, int dhp,
-                          int nk2, const int NR, const int NC)
-{
-    __m512 acc[ATT_NR][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            acc[r][c] = _mm512_loadu_ps(o + (size_t)r * ldo + 16 * c);
-    for (int jp = 0; jp < nk2; jp++) {
-        const uint16_t *vr = vp16 + (size_t)jp * dhp * 2;
-        __m512i vv[4];
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            vv[c] = _mm512_loadu_si512((const void *)(vr + 32 * c));
-#pragma GCC unroll 6
-        for (int r = 0; r < NR; r++) {
-            uint32_t pair;
-            memcpy(&pair, p16 + (size_t)r * ATT_KB + 2 * jp, 4);
-            __m512i pb = _mm512_set1_epi32((int)pair);
-#pragma GCC unroll 4
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)vv[c], (__m512bh)pb);
-        }
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; c++)
-            _mm512_storeu_ps(o + (size_t)r * ldo + 16 * c, acc[r][c]);
+        for (int j = 0; j < NC; j++)
+            _mm512_storeu_ps(c + (size_t)r * ldc + 16 * j, acc ? t[r][j] : _mm512_mul_ps(t[r][j], vs));
 }
 #endif
 
@@ -316,7 +258,7 @@ static void scores16(float *s, const uint16_t *q16, int ldq16, const uint16_t *k
 {
 #ifdef __AVX512BF16__
     int nc = nj / 16;
-    DISPATCH_NR(scores16_k, nr, nc, s, q16, ldq16, kt16, dh2, scale);
+    DISPATCH_NR(mm16_k, nr, nc, s, ATT_KB, q16, ldq16, kt16, 128, dh2, scale, 0);
 #else
     for (int r = 0; r < nr; r++)
         for (int j = 0; j < nj; j++) {
@@ -335,7 +277,7 @@ static void accumulate16(float *o, int ldo, const uint16_t *p16, const uint16_t 
 #ifdef __AVX512BF16__
     for (int d0 = 0; d0 < dhp; d0 += 64) {
         int nc = (dhp - d0 < 64 ? dhp - d0 : 64) / 16;
-        DISPATCH_NR(accum16_k, nr, nc, o + d0, ldo, p16, vp16 + (size_t)d0 * 2, dhp, nk2);
+        DISPATCH_NR(mm16_k, nr, nc, o + d0, ldo, p16, ATT_KB, vp16 + (size_t)d0 * 2, 2 * dhp, nk2, 1.0f, 1);
     }
 #else
     for (int r = 0; r < nr; r++)
