@@ -78,24 +78,6 @@ size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh)
     return keys_ws(B, Nk, heads, dh, 1) + (size_t)omp_get_max_threads() * thread_ws(dh);
 }
 
-static uint16_t bf16_round(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-
-#ifndef __AVX512BF16__ /* the scalar fallbacks below */
-static inline float bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-#endif
 
 /* dst[0..n) = bf16(src), zero up to npad. */
 static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)

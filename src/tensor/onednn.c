@@ -16,6 +16,7 @@
 #include "tensor/onednn.h"
 
 #include "tensor/arena.h"
+#include "tensor/vmath.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
@@ -484,14 +485,8 @@ static void to_bf16(uint16_t *dst, const float *src, size_t n)
             _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
         }
 #endif
-        for (; i < end; i++) {
-            uint32_t u;
-            memcpy(&u, &src[i], 4);
-            if ((u & 0x7fffffffu) > 0x7f800000u)
-                dst[i] = (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-            else
-                dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-        }
+        for (; i < end; i++)
+            dst[i] = bf16_round(src[i]);
     }
 }
 

@@ -1,4 +1,5 @@
-/* vmath.h - vectorised exp, SiLU and GELU for the CPU kernels.
+/* vmath.h - vectorised exp, SiLU and GELU for the CPU kernels, and the
+ * scalar float <-> bfloat16 conversions they share.
  *
  * 16 floats at a time with AVX-512 when the compiler targets it, one at a
  * time through libm otherwise (same results within a few ulp). Accuracy:
@@ -10,6 +11,27 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* float -> bf16, round to nearest even (NaN stays a quiet NaN), as
+ * _mm512_cvtneps_pbh does. */
+static inline uint16_t bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 #ifdef __AVX512F__
 #include <immintrin.h>

@@ -16,6 +16,7 @@
 
 #include "tensor/arena.h"
 #include "tensor/onednn.h"
+#include "tensor/vmath.h"
 
 #define WINO_MAGIC 0x57696e6fu
 #define MAX_SHAPES 6
@@ -63,13 +64,6 @@ static inline void store16_bf16(uint16_t *p, v16 v)
     u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     v16h h = __builtin_convertvector(u, v16h);
     memcpy(p, &h, sizeof h);
-}
-
-static inline uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 int winograd_eligible(const struct nn_conv2d *l)
@@ -128,7 +122,7 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
                 for (int x = 0; x < 16; x++) {
                     size_t at = ((size_t)x * cin + ci) * cout + co;
                     if (bf16)
-                        uh[at] = to_bf16(u[x / 4][x % 4]);
+                        uh[at] = bf16_round(u[x / 4][x % 4]);
                     else
                         uf[at] = u[x / 4][x % 4];
                 }
