@@ -125,10 +125,10 @@ int vae_load(struct vae *v, const char *dir, const char *variant, const struct n
         return rc;
     v->w.be = be;
     decoder_load(&v->w, v);
-    /* Some checkpoints ship the decoder only; the encoder is optional. */
+    /* Some checkpoints ship the decoder only; the encoder is optional, and
+     * prepared on first use: text-to-image never needs it (it would hold
+     * 34M parameters, ~0.25 GB in float32 with its Winograd weights). */
     v->has_encoder = weights_has(&v->w, "encoder.conv_in.weight");
-    if (v->has_encoder)
-        encoder_load(&v->w, v);
     return weights_status(&v->w);
 }
 
@@ -316,6 +316,15 @@ int vae_encode(struct vae *v, const float *image, int H, int W, float *mean, flo
 {
     if (!v->has_encoder)
         return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: this VAE has no encoder weights", v->w.path);
+    if (!v->enc_loaded) {
+        if (weights_status(&v->w))
+            return sd_errf(err, weights_status(&v->w), "%s: the encoder failed to load", v->w.path);
+        v->w.err = err; /* the load's error report is long gone */
+        encoder_load(&v->w, v);
+        if (weights_status(&v->w))
+            return weights_status(&v->w);
+        v->enc_loaded = 1;
+    }
     struct vae_args a = {v, image, mean, logvar, H, W};
     return coder_run(&v->enc, encode_run, &a, err);
 }

@@ -42,6 +42,7 @@ struct vae {
     struct vae_config cfg;
     struct weights w;
     int has_encoder;
+    int enc_loaded;                               /* encoder prepared (on first vae_encode) */
     struct nn_conv2d quant_conv, post_quant_conv; /* 1x1 */
     struct vae_coder dec, enc;
     int scale_factor;                             /* 2^(n_blocks-1) */
@@ -55,7 +56,8 @@ int vae_load(struct vae *v, const char *dir, const char *variant, const struct n
 int vae_decode(struct vae *v, const float *z, int h, int w, float *image, struct sd_err *err);
 
 /* Encoder: image[H, W, in_channels] in [-1, 1] -> mean and logvar
- * [latent_channels, H/f, W/f] (NCHW, logvar clamped to [-30, 20]). */
+ * [latent_channels, H/f, W/f] (NCHW, logvar clamped to [-30, 20]). The
+ * encoder's weights are prepared by the first call. */
 int vae_encode(struct vae *v, const float *image, int H, int W, float *mean, float *logvar,
                struct sd_err *err);
 

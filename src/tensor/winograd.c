@@ -23,6 +23,11 @@
 /* Floats of V plus M per chunk (8 MB): big enough for efficient products,
  * small enough that the scratch does not grow with the image. */
 #define CHUNK_FLOATS (2u << 20)
+/* ... but at least this many tiles: the wide layers (1280 + 2560 channels)
+ * would get 32, and the products lose a third of their speed below ~128
+ * rows (1280x1280 at 16x16: 321 GFLOP/s effective at 48 tiles, 400+ at
+ * 128 and more; scratch 31 MB at most). */
+#define CHUNK_MIN_TILES 128
 
 /* 16-float vectors pass between static inline helpers only, so GCC's note
  * that their ABI differs without AVX-512 does not apply. */
@@ -71,11 +76,17 @@ int winograd_eligible(const struct nn_conv2d *l)
     const char *e = getenv("DIFFUSIOND_WINOGRAD");
     if (e && !strcmp(e, "0"))
         return 0;
-    /* cin x cout <= 1280 x 640: the transformed weights (16/9 of the
-     * originals) add ~100 MB to a UNet this way, while the layers with
-     * most pixels, where most of the multiply-adds are, take this path. */
-    return l->k == 3 && l->stride == 1 && l->pad_lo == 1 && l->pad_hi == 1 && l->cin % 16 == 0 &&
-           l->cout % 16 == 0 && (long)l->cin * l->cout <= 1280L * 640;
+    if (l->k != 3 || l->stride != 1 || l->pad_lo != 1 || l->pad_hi != 1 || l->cin % 16 ||
+        l->cout % 16)
+        return 0;
+    /* Up to cin x cout = 1280 x 640 always: those layers see many pixels
+     * (a UNet's outer levels, the VAE). Bigger layers only where they see
+     * at least a quarter of the network's input per side: at 1/8 (a UNet's
+     * innermost level, 8x8 latent pixels for a 512x512 image or 4x4 for
+     * 256x256) there are too few tiles per weight, the products are bound
+     * by reading the 16/9 larger weights and the direct convolution wins
+     * (bench: 1280x1280 at 4x4 is 40% slower, at 16x16 35-45% faster). */
+    return (long)l->cin * l->cout <= 1280L * 640 || (l->down > 0 && l->down <= 4);
 }
 
 int winograd_owns(const void *be_state)
@@ -136,7 +147,7 @@ static int n_tiles(int B, int H, int W) { return B * ((H + 1) / 2) * ((W + 1) / 
 static int chunk_tiles(const struct nn_conv2d *l, int tiles)
 {
     int c = (int)(CHUNK_FLOATS / (16u * (unsigned)(l->cin + l->cout))) / 16 * 16;
-    c = c < 16 ? 16 : c;
+    c = c < CHUNK_MIN_TILES ? CHUNK_MIN_TILES : c;
     return c < tiles ? c : tiles;
 }
 

@@ -6,8 +6,10 @@
  * products [tiles x cin] x [cin x cout] (oneDNN), and transformed back
  * (A^T m A). 2.25x fewer multiply-adds than the direct convolution, for
  * transformed weights 16/9 the size of the originals; so it is used where
- * weights are small and activations large (the UNet's two outer levels,
- * the VAE), and oneDNN's direct convolution everywhere else.
+ * there are many pixels per weight (the UNet's levels down to 1/4 of the
+ * latent, the VAE), and oneDNN's direct convolution in the UNet's
+ * innermost level, where reading the larger weights would cost more than
+ * the multiply-adds saved.
  *
  * The transforms only add, subtract and halve, so float32 results stay
  * within a few ulp-scale relative errors of the direct convolution (tested

@@ -183,8 +183,10 @@ static void run_vae(const struct model_case *mc, const char *set, const struct n
     if (eimg && mean && logvar) {
         to_nhwc(img, eimg, 3, H * W);
         float *m = malloc(nl * sizeof(float)), *lv = malloc(nl * sizeof(float));
+        CHECK(v.has_encoder && !v.enc_loaded); /* prepared on first use only */
         rc = vae_encode(&v, img, H, W, m, lv, &err);
         CHECK_MSG(rc == SD_OK, "%s", err.msg);
+        CHECK(v.enc_loaded);
         snprintf(name, sizeof name, "%s %s encode mean (%s)", mc->dir + 11, set, be->name);
         compare(name, m, mean, nl);
         compare("  logvar", lv, logvar, nl);

@@ -50,7 +50,7 @@ static void fast_conv(const struct nn_backend *be, struct nn_conv2d *l, const fl
 static void check_conv(int B, int cin, int cout, int k, int stride, int plo, int phi, int H, int W,
                        int bias)
 {
-    struct nn_conv2d l = {cin, cout, k, stride, plo, phi, NULL, NULL, NULL};
+    struct nn_conv2d l = {cin, cout, k, stride, plo, phi, NULL, NULL, NULL, 0};
     float *w = rand_buf((size_t)cout * cin * k * k, 0.3f), *b = rand_buf(cout, 0.5f);
     l.w = w;
     l.b = bias ? b : NULL;
@@ -107,25 +107,31 @@ TEST(ops_conv2d)
  * chunk holds (a short last chunk). */
 TEST(ops_conv2d_winograd)
 {
-    struct nn_conv2d l = {32, 48, 3, 1, 1, 1, NULL, NULL, NULL};
+    struct nn_conv2d l = {32, 48, 3, 1, 1, 1, NULL, NULL, NULL, 0};
     CHECK(winograd_eligible(&l));
     check_conv(2, 32, 48, 3, 1, 1, 1, 16, 16, 1);
     check_conv(1, 16, 32, 3, 1, 1, 1, 9, 7, 1);
     check_conv(1, 16, 16, 3, 1, 1, 1, 1, 3, 0);
     check_conv(1, 16, 16, 3, 1, 1, 1, 130, 131, 1); /* 4290 tiles, chunks of 4096 */
+    check_conv(2, 16, 1040, 3, 1, 1, 1, 18, 16, 1); /* 144 tiles, the minimum chunk of 128 */
     /* More input sizes than a layer keeps plans for: the oldest are
      * dropped and planned again when they come back. */
     struct sd_err err;
     float *w = calloc((size_t)16 * 16 * 9, sizeof(float));
-    struct nn_conv2d l2 = {16, 16, 3, 1, 1, 1, w, NULL, NULL};
+    struct nn_conv2d l2 = {16, 16, 3, 1, 1, 1, w, NULL, NULL, 0};
     CHECK(winograd_prepare(&l2, 0, &err) == SD_OK);
     for (int round = 0; round < 2; round++)
         for (int h = 2; h < 20; h += 2)
             CHECK_MSG(winograd_plan(&l2, 1, h, 4, 0, &err) == SD_OK, "%s", err.msg);
     winograd_release(&l2.be_state);
     free(w);
-    struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL};
-    CHECK(!winograd_eligible(&big)); /* transformed weights would cost too much memory */
+    /* Large layers only where they see enough pixels (nn_conv2d.down). */
+    struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL, 0};
+    CHECK(!winograd_eligible(&big)); /* unknown: transformed weights may not pay */
+    big.down = 8;
+    CHECK(!winograd_eligible(&big)); /* a UNet's innermost level */
+    big.down = 4;
+    CHECK(winograd_eligible(&big));
 }
 
 TEST(ops_linear)
@@ -215,6 +221,8 @@ TEST(ops_attention)
     check_attention(1, 200, 200, 2, 160, 1, 0); /* SD1 deep head size, causal */
     check_attention(1, 77, 77, 3, 40, 1, 0);    /* head size not a multiple of 16 */
     check_attention(1, 33, 77, 2, 7, 0, 0);     /* odd head size and key count */
+    check_attention(1, 50, 60, 2, 24, 0, 0);    /* 16 + 8 channels */
+    check_attention(1, 50, 60, 2, 12, 0, 0);    /* a masked 16-wide tail */
     check_attention(1, 130, 70, 1, 512, 0, 0);  /* the VAE mid-block: one 512-wide head */
 }
 
