@@ -20,61 +20,77 @@
 
 /* ---------------------------------------------------------------- norms */
 
-/* GroupNorm on channels-last data, in two passes over the input: the
- * statistics (each thread sums a chunk of pixels into per-group doubles,
- * shifted by the group's first value so E[x^2] - E[x]^2 does not cancel),
- * then per-channel scale and shift (and SiLU) applied in place of out. */
+/* GroupNorm on channels-last data, in two passes over the input. First the
+ * statistics per channel, which vectorise along the contiguous channels
+ * whatever the group width (4 channels per group in the VAE's 128-wide
+ * layers): each thread sums x - k_c and its square over blocks of GN_BLOCK
+ * pixels in float, then into doubles (k_c, the channel's first value, keeps
+ * E[x^2] - E[x]^2 from cancelling). Per group, the channel means and
+ * variances combine as var = mean_c(var_c + (mean_c - mean)^2). Then the
+ * per-channel scale and shift (and SiLU) are applied into out. */
+#define GN_BLOCK 64
+
 static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
                           float eps, int do_silu)
 {
-    int C = n->c, cg = C / G;
-    double cnt = (double)HW * cg;
+    int C = n->c, cg = C / G, nblk = (HW + GN_BLOCK - 1) / GN_BLOCK;
     for (int b = 0; b < B; b++) {
         const float *x = in + (size_t)b * HW * C;
         float *y = out + (size_t)b * HW * C;
-        double sum[G], sq[G];
-        float shift0[G], scale[C], shift[C];
-        for (int g = 0; g < G; g++)
-            shift0[g] = x[g * cg], sum[g] = sq[g] = 0;
+        double sum[C], sq[C];
+        float scale[C], shift[C];
+        const float *k = x; /* k_c: pixel 0 */
+        memset(sum, 0, (size_t)C * sizeof *sum);
+        memset(sq, 0, (size_t)C * sizeof *sq);
 #pragma omp parallel if ((size_t)HW * C >= PAR_MIN)
         {
-            double ls[G], lq[G];
+            double ls[C], lq[C];
+            float fs[C], fq[C];
             memset(ls, 0, sizeof ls);
             memset(lq, 0, sizeof lq);
 #pragma omp for schedule(static)
-            for (int p = 0; p < HW; p++)
-                for (int g = 0; g < G; g++) {
-                    const float *xp = x + (size_t)p * C + g * cg;
-                    float s = 0, q = 0;
-                    for (int c = 0; c < cg; c++) {
-                        float d = xp[c] - shift0[g];
-                        s += d;
-                        q += d * d;
+            for (int blk = 0; blk < nblk; blk++) {
+                int p1 = (blk + 1) * GN_BLOCK < HW ? (blk + 1) * GN_BLOCK : HW;
+                memset(fs, 0, sizeof fs);
+                memset(fq, 0, sizeof fq);
+                for (int p = blk * GN_BLOCK; p < p1; p++) {
+                    const float *xp = x + (size_t)p * C;
+                    for (int c = 0; c < C; c++) {
+                        float d = xp[c] - k[c];
+                        fs[c] += d;
+                        fq[c] += d * d;
                     }
-                    ls[g] += s;
-                    lq[g] += q;
                 }
+                for (int c = 0; c < C; c++)
+                    ls[c] += fs[c], lq[c] += fq[c];
+            }
 #pragma omp critical
-            for (int g = 0; g < G; g++)
-                sum[g] += ls[g], sq[g] += lq[g];
-#pragma omp barrier
-#pragma omp single
-            for (int c = 0; c < C; c++) {
-                int g = c / cg;
-                double m = sum[g] / cnt, var = sq[g] / cnt - m * m;
-                double mean = shift0[g] + m, rstd = 1.0 / sqrt((var > 0 ? var : 0) + eps);
+            for (int c = 0; c < C; c++)
+                sum[c] += ls[c], sq[c] += lq[c];
+        }
+        for (int g = 0; g < G; g++) {
+            double mean = 0, var = 0;
+            for (int c = g * cg; c < (g + 1) * cg; c++)
+                mean += k[c] + sum[c] / HW;
+            mean /= cg;
+            for (int c = g * cg; c < (g + 1) * cg; c++) {
+                double mc = sum[c] / HW, vc = sq[c] / HW - mc * mc, dm = k[c] + mc - mean;
+                var += (vc > 0 ? vc : 0) + dm * dm;
+            }
+            double rstd = 1.0 / sqrt(var / cg + eps);
+            for (int c = g * cg; c < (g + 1) * cg; c++) {
                 scale[c] = (float)(rstd * n->w[c]);
                 shift[c] = (float)(n->b[c] - mean * rstd * n->w[c]);
             }
-#pragma omp for schedule(static)
-            for (int p = 0; p < HW; p++) {
-                const float *xp = x + (size_t)p * C;
-                float *yp = y + (size_t)p * C;
-                for (int c = 0; c < C; c++)
-                    yp[c] = xp[c] * scale[c] + shift[c];
-                if (do_silu)
-                    vsilu(yp, C);
-            }
+        }
+#pragma omp parallel for schedule(static) if ((size_t)HW * C >= PAR_MIN)
+        for (int p = 0; p < HW; p++) {
+            const float *xp = x + (size_t)p * C;
+            float *yp = y + (size_t)p * C;
+            for (int c = 0; c < C; c++)
+                yp[c] = xp[c] * scale[c] + shift[c];
+            if (do_silu)
+                vsilu(yp, C);
         }
     }
 }

@@ -184,6 +184,21 @@ TEST(ops_norms)
         nn_backend_cpu.groupnorm(y1, x, &nm, B, HW, G, 1e-5f, silu);
         CHECK(rel_diff(y1, y0, n) < 1e-5);
     }
+    /* Many pixels (several threads, blocks of pixels), narrow groups as in
+     * the VAE, a large mean. */
+    int HW2 = 3000, C2 = 128, G2 = 32;
+    size_t n2 = (size_t)B * HW2 * C2;
+    float *x2 = rand_buf(n2, 2), *g2 = rand_buf(C2, 1), *b2 = rand_buf(C2, 1);
+    float *z0 = malloc(n2 * 4), *z1 = malloc(n2 * 4);
+    for (size_t i = 0; i < n2; i++)
+        x2[i] += 20 + (float)(i % C2);
+    struct nn_norm nm2 = {C2, g2, b2};
+    for (int silu = 0; silu < 2; silu++) {
+        nn_backend_ref.groupnorm(z0, x2, &nm2, B, HW2, G2, 1e-6f, silu);
+        nn_backend_cpu.groupnorm(z1, x2, &nm2, B, HW2, G2, 1e-6f, silu);
+        CHECK(rel_diff(z1, z0, n2) < 1e-5);
+    }
+    free(x2), free(g2), free(b2), free(z0), free(z1);
     nn_backend_ref.layernorm(y0, x, &nm, B * HW, 1e-5f);
     nn_backend_cpu.layernorm(y1, x, &nm, B * HW, 1e-5f);
     CHECK(rel_diff(y1, y0, n) < 1e-5);
