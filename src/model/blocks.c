@@ -61,7 +61,7 @@ void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int i
     c->stride = stride;
     c->pad_lo = pad_lo;
     c->pad_hi = pad_hi;
-    c->down = w->conv_down;
+    c->px = w->conv_px;
     snprintf(n, sizeof n, "%s.weight", prefix);
     c->w = weights_get(w, n, 4, out, in, k, k);
     snprintf(n, sizeof n, "%s.bias", prefix);

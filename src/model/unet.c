@@ -70,9 +70,12 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
     float eps = c->norm_eps;
     u->temb_dim = 4 * C0;
     int kin = c->conv_in_kernel, kout = c->conv_out_kernel;
-    /* Each level halves the latent: tell the backend where a convolution
-     * sits (nn_conv2d.down), as it picks algorithms by pixels per weight. */
-    w->conv_down = 1;
+    /* Tell the backend how many pixels a convolution sees (nn_conv2d.px;
+     * each level halves the latent), as it picks algorithms by pixels per
+     * weight. */
+    int S = c->sample_size;
+#define LEVEL_PX(l) ((S >> (l)) * (S >> (l)))
+    w->conv_px = LEVEL_PX(0);
     load_conv(w, &u->conv_in, "conv_in", c->in_channels, C0, kin, 1, kin / 2, kin / 2);
     load_linear(w, &u->time1, "time_embedding.linear_1", C0, u->temb_dim, 1, 0);
     load_linear(w, &u->time2, "time_embedding.linear_2", u->temb_dim, u->temb_dim, 1, 0);
@@ -85,7 +88,7 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
         int C = c->block_out[i];
         b->n_res = c->layers_per_block;
         b->has_attn = c->down_attn[i];
-        w->conv_down = 1 << i;
+        w->conv_px = LEVEL_PX(i);
         for (int j = 0; j < b->n_res; j++) {
             snprintf(n, sizeof n, "down_blocks.%d.resnets.%d", i, j);
             resnet_load(w, &b->res[j], n, j ? C : cin, C, u->temb_dim, G, eps);
@@ -104,7 +107,7 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
         cin = C;
     }
     int Cl = c->block_out[nb - 1];
-    w->conv_down = 1 << (nb - 1);
+    w->conv_px = LEVEL_PX(nb - 1);
     resnet_load(w, &u->mid_res[0], "mid_block.resnets.0", Cl, Cl, u->temb_dim, G, eps);
     resnet_load(w, &u->mid_res[1], "mid_block.resnets.1", Cl, Cl, u->temb_dim, G, eps);
     if (transformer_load(w, &u->mid_attn, "mid_block.attentions.0", Cl, c->heads[nb - 1],
@@ -120,7 +123,7 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
         int skip_last = c->block_out[lvl > 0 ? lvl - 1 : 0];
         b->n_res = c->layers_per_block + 1;
         b->has_attn = c->up_attn[i];
-        w->conv_down = 1 << lvl;
+        w->conv_px = LEVEL_PX(lvl);
         for (int j = 0; j < b->n_res; j++) {
             int skip = j == b->n_res - 1 ? skip_last : C;
             int in = (j == 0 ? prev : C) + skip;
@@ -136,13 +139,14 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
         b->has_sampler = i < nb - 1;
         if (b->has_sampler) {
             snprintf(n, sizeof n, "up_blocks.%d.upsamplers.0.conv", i);
-            w->conv_down = 1 << (lvl - 1); /* runs after the 2x nearest upsampling */
+            w->conv_px = LEVEL_PX(lvl - 1); /* runs after the 2x nearest upsampling */
             load_conv(w, &b->sampler, n, C, C, 3, 1, 1, 1);
         }
         prev = C;
     }
     load_norm(w, &u->norm_out, "conv_norm_out", C0);
-    w->conv_down = 1;
+    w->conv_px = LEVEL_PX(0);
+#undef LEVEL_PX
     load_conv(w, &u->conv_out, "conv_out", C0, c->out_channels, kout, 1, kout / 2, kout / 2);
     return weights_status(w);
 }

@@ -49,6 +49,8 @@ static void decoder_load(struct weights *w, struct vae *v)
     struct vae_coder *d = &v->dec;
     int nb = c->n_blocks, Ctop = c->block_out[nb - 1];
     char n[256];
+    int S = c->sample_size / v->scale_factor; /* latent side at the native size */
+    w->conv_px = S * S;                       /* hint for the backend (nn_conv2d.px) */
     if (c->use_post_quant_conv)
         load_conv(w, &v->post_quant_conv, "post_quant_conv", c->latent_channels, c->latent_channels,
                   1, 1, 0, 0);
@@ -59,6 +61,7 @@ static void decoder_load(struct weights *w, struct vae *v)
         struct vae_level *l = &d->level[i];
         int C = c->block_out[nb - 1 - i];
         l->n_res = c->layers_per_block + 1;
+        w->conv_px = (S << i) * (S << i);
         for (int j = 0; j < l->n_res; j++) {
             snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", i, j);
             resnet_load(w, &l->res[j], n, j ? C : prev, C, 0, c->norm_groups, VAE_EPS);
@@ -66,6 +69,7 @@ static void decoder_load(struct weights *w, struct vae *v)
         l->has_sampler = i < nb - 1;
         if (l->has_sampler) {
             snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", i);
+            w->conv_px = (S << (i + 1)) * (S << (i + 1)); /* after the 2x upsampling */
             load_conv(w, &l->sampler, n, C, C, 3, 1, 1, 1);
         }
         prev = C;
@@ -78,14 +82,16 @@ static void encoder_load(struct weights *w, struct vae *v)
 {
     const struct vae_config *c = &v->cfg;
     struct vae_coder *e = &v->enc;
-    int nb = c->n_blocks;
+    int nb = c->n_blocks, S = c->sample_size; /* image side at the native size */
     char n[256];
+    w->conv_px = S * S; /* hint for the backend (nn_conv2d.px) */
     load_conv(w, &e->conv_in, "encoder.conv_in", c->in_channels, c->block_out[0], 3, 1, 1, 1);
     int prev = c->block_out[0];
     for (int i = 0; i < nb; i++) {
         struct vae_level *l = &e->level[i];
         int C = c->block_out[i];
         l->n_res = c->layers_per_block;
+        w->conv_px = (S >> i) * (S >> i);
         for (int j = 0; j < l->n_res; j++) {
             snprintf(n, sizeof n, "encoder.down_blocks.%d.resnets.%d", i, j);
             resnet_load(w, &l->res[j], n, j ? C : prev, C, 0, c->norm_groups, VAE_EPS);
@@ -100,6 +106,7 @@ static void encoder_load(struct weights *w, struct vae *v)
         prev = C;
     }
     int Ctop = c->block_out[nb - 1];
+    w->conv_px = (S >> (nb - 1)) * (S >> (nb - 1));
     mid_load(w, e, "encoder", Ctop, c);
     load_norm(w, &e->norm_out, "encoder.conv_norm_out", Ctop);
     load_conv(w, &e->conv_out, "encoder.conv_out", Ctop, 2 * c->latent_channels, 3, 1, 1, 1);

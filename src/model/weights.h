@@ -37,7 +37,7 @@ struct weights {
     size_t used;        /* bytes handed out by weights_get */
     size_t dropped;     /* of those, released after the backend prepared its copy */
     size_t prepared;    /* bytes of the backend's prepared copies */
-    int conv_down;      /* nn_conv2d.down of the convolutions loaded next (0: unknown) */
+    int conv_px;        /* nn_conv2d.px of the convolutions loaded next (0: unknown) */
 };
 
 /* base: "diffusion_pytorch_model" (unet, vae) or "model" (text encoder).

@@ -34,10 +34,10 @@ struct nn_conv2d {
     const float *w;   /* [cout, cin, k, k] */
     const float *b;   /* [cout] or NULL */
     void *be_state;   /* owned by the backend (prepared weights, kernels) */
-    /* A hint for the backend's choice of algorithm, set before prepare: the
-     * layer's input is the network's input scaled down `down` times per
-     * side (1, 2, 4, 8 in a UNet's levels); 0 when unknown. */
-    int down;
+    /* A hint for the backend's choice of algorithm, set before prepare:
+     * input pixels per image at the model's native size (64x64 latents
+     * for SD 1.5, halved per side at each UNet level); 0 when unknown. */
+    int px;
 };
 
 /* Linear: y = x W^T + b. */

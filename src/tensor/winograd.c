@@ -81,12 +81,12 @@ int winograd_eligible(const struct nn_conv2d *l)
         return 0;
     /* Up to cin x cout = 1280 x 640 always: those layers see many pixels
      * (a UNet's outer levels, the VAE). Bigger layers only where they see
-     * at least a quarter of the network's input per side: at 1/8 (a UNet's
-     * innermost level, 8x8 latent pixels for a 512x512 image or 4x4 for
+     * at least 16x16 pixels at the model's native size: in a UNet's
+     * innermost level (8x8 latent pixels for a 512x512 image, 4x4 for
      * 256x256) there are too few tiles per weight, the products are bound
      * by reading the 16/9 larger weights and the direct convolution wins
      * (bench: 1280x1280 at 4x4 is 40% slower, at 16x16 35-45% faster). */
-    return (long)l->cin * l->cout <= 1280L * 640 || (l->down > 0 && l->down <= 4);
+    return (long)l->cin * l->cout <= 1280L * 640 || l->px >= 16 * 16;
 }
 
 int winograd_owns(const void *be_state)

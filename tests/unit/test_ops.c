@@ -125,12 +125,12 @@ TEST(ops_conv2d_winograd)
             CHECK_MSG(winograd_plan(&l2, 1, h, 4, 0, &err) == SD_OK, "%s", err.msg);
     winograd_release(&l2.be_state);
     free(w);
-    /* Large layers only where they see enough pixels (nn_conv2d.down). */
+    /* Large layers only where they see enough pixels (nn_conv2d.px). */
     struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL, 0};
     CHECK(!winograd_eligible(&big)); /* unknown: transformed weights may not pay */
-    big.down = 8;
+    big.px = 8 * 8;
     CHECK(!winograd_eligible(&big)); /* a UNet's innermost level */
-    big.down = 4;
+    big.px = 16 * 16;
     CHECK(winograd_eligible(&big));
 }
 
