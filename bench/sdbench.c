@@ -59,7 +59,7 @@ static int cmd_unet(const char *model, const char *variant, const char *in, cons
     float *sample = tensor_f32(f, "sample", &ts), *t = tensor_f32(f, "timestep", &tt),
           *ctx = tensor_f32(f, "context", &tc);
     struct unet u;
-    if (unet_load(&u, model, variant, &nn_backend_cpu, &err))
+    if (unet_load(&u, model, variant, &nn_backend_cpu, 0, &err))
         return die(&err);
     int B = ts->shape[0], C = ts->shape[1], h = ts->shape[2], w = ts->shape[3], T = tc->shape[1];
     float *out = malloc(ts->numel * sizeof(float));
@@ -111,8 +111,8 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     struct unet u;
     struct vae v;
     double t0 = now_s();
-    if (clip_load(&c, model, variant, be, &err) || unet_load(&u, model, variant, be, &err) ||
-        vae_load(&v, model, variant, be, &err))
+    if (clip_load(&c, model, variant, be, &err) || vae_load(&v, model, variant, be, (long)size * size, &err) ||
+        unet_load(&u, model, variant, be, (long)size * size / ((long)v.scale_factor * v.scale_factor), &err))
         return die(&err);
     printf("load            %8.2f s   (%s, weights %.0f MB)\n", now_s() - t0, be->name,
            (weights_resident(&c.w) + weights_resident(&u.w) + weights_resident(&v.w)) / 1e6);

@@ -80,6 +80,10 @@ struct sd_load_opts {
     const char *variant; /* NULL, or e.g. "fp16" for *.fp16.safetensors */
     int threads;         /* 0: all cores */
     enum sd_precision precision;
+    /* The image size most requests will ask for (0: the model's default).
+     * Each convolution's algorithm is chosen for it (Winograd where there
+     * are enough pixels per weight); every size still runs. */
+    int width, height;
 };
 
 struct sd_model_info {

@@ -213,6 +213,7 @@ int cli_generate(int argc, char **argv)
                 !p.prompt ? "--prompt" : "--output");
         return 2;
     }
+    lo.width = p.width, lo.height = p.height; /* the engine plans for this one size */
 
     struct sd_err err;
     sd_model *m;

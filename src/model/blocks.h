@@ -6,6 +6,8 @@
 #ifndef SD_BLOCKS_H
 #define SD_BLOCKS_H
 
+#include <limits.h>
+
 #include "model/weights.h"
 #include "tensor/nn.h"
 
@@ -13,6 +15,13 @@
  * convolution stored as [out, in, 1, 1] is loaded as a Linear when conv1x1. */
 void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int in, int out,
                  int bias, int conv1x1);
+/* nn_conv2d.px from a pixel count (saturating: configs allow sides up to
+ * 65536). Set w->conv_px to it before load_conv. */
+static inline int conv_px(long px)
+{
+    return px > INT_MAX ? INT_MAX : (int)px;
+}
+
 /* "<prefix>.weight" [out, in, k, k], "<prefix>.bias" [out]; stride/padding. */
 void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,
                int stride, int pad_lo, int pad_hi);

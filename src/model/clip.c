@@ -101,6 +101,19 @@ static void clip_pass(void *arg)
     clip_run(p->c, p->ids, p->T, p->c->cfg.layers, NULL);
 }
 
+int clip_prepare(struct clip *c, int T, struct sd_err *err)
+{
+    if (T < 1 || T > c->cfg.max_positions)
+        return sd_errf(err, SD_ERR_ARG, "text encoder: %d tokens, at most %d", T, c->cfg.max_positions);
+    if (c->planned_T == T)
+        return SD_OK;
+    struct clip_pass p = {c, NULL, T}; /* measure mode reads no ids */
+    int rc = nn_prepare(&c->nn, clip_pass, &p, err);
+    if (!rc)
+        c->planned_T = T;
+    return rc;
+}
+
 int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
                 struct sd_err *err)
 {
@@ -113,13 +126,9 @@ int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float 
         if (ids[t] < 0 || ids[t] >= g->vocab_size)
             return sd_errf(err, SD_ERR_ARG, "token id %d outside the text encoder's vocabulary (%d)",
                            ids[t], g->vocab_size);
-    if (c->planned_T != T) {
-        struct clip_pass p = {c, ids, T};
-        int rc = nn_prepare(&c->nn, clip_pass, &p, err);
-        if (rc)
-            return rc;
-        c->planned_T = T;
-    }
+    int rc = clip_prepare(c, T, err);
+    if (rc)
+        return rc;
     nn_begin(&c->nn);
     clip_run(c, ids, T, g->layers - clip_skip, out);
     return SD_OK;

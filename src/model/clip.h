@@ -43,6 +43,10 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
 int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
                 struct sd_err *err);
 
+/* Size activations and kernels for T tokens now (clip_encode does it when
+ * T changes; allocates). */
+int clip_prepare(struct clip *c, int T, struct sd_err *err);
+
 void clip_free(struct clip *c);
 
 #endif

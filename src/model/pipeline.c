@@ -179,9 +179,11 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
         goto fail;
     if ((rc = clip_load(&m->clip, o->dir, o->variant, be, err)))
         goto fail;
-    if ((rc = unet_load(&m->unet, o->dir, o->variant, be, err)))
+    long px = o->width > 0 && o->height > 0 ? (long)o->width * o->height : 0;
+    if ((rc = vae_load(&m->vae, o->dir, o->variant, be, px, err)))
         goto fail;
-    if ((rc = vae_load(&m->vae, o->dir, o->variant, be, err)))
+    long f = m->vae.scale_factor;
+    if ((rc = unet_load(&m->unet, o->dir, o->variant, be, px / (f * f), err)))
         goto fail;
     if (tok_vocab_size(m->tok) > m->clip.cfg.vocab_size) {
         rc = sd_errf(err, SD_ERR_FORMAT, "%s/tokenizer: %d tokens but the text encoder knows only %d",
@@ -229,6 +231,17 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
     nn_share_arena(&m->vae.dec.nn, &m->arena);
     nn_share_arena(&m->vae.enc.nn, &m->arena);
     pcache_init(&m->prompts, SD_PROMPT_CACHE, (size_t)tok_max_length(m->tok) * m->clip.cfg.hidden);
+    /* Plan every network for the expected job (the size hint, guidance's
+     * batch of 2, a full prompt) now: oneDNN primitives, Winograd plans and
+     * the shared activation arena (faulted in as it is allocated), so the
+     * first image runs as fast as the next ones. */
+    int T = tok_max_length(m->tok), hw = o->width > 0 && o->height > 0;
+    int lat_w = (hw ? o->width : in->default_width) / (int)f;
+    int lat_h = (hw ? o->height : in->default_height) / (int)f;
+    if ((rc = clip_prepare(&m->clip, T, err)) ||
+        (rc = unet_prepare(&m->unet, m->unet.cfg.time_cond_proj_dim > 0 ? 1 : 2, lat_h, lat_w, T, err)) ||
+        (rc = vae_prepare_decode(&m->vae, lat_h, lat_w, err)))
+        goto fail;
     in->weight_bytes = weights_resident(&m->clip.w) + weights_resident(&m->unet.w) +
                        weights_resident(&m->vae.w);
     in->load_seconds = now_s() - t0;

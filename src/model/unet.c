@@ -48,7 +48,7 @@ static int transformer_load(struct weights *w, struct transformer *t, const char
 }
 
 int unet_load(struct unet *u, const char *dir, const char *variant, const struct nn_backend *be,
-              struct sd_err *err)
+              long latent_px, struct sd_err *err)
 {
     memset(u, 0, sizeof *u);
     nn_init(&u->nn, be);
@@ -71,10 +71,10 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
     u->temb_dim = 4 * C0;
     int kin = c->conv_in_kernel, kout = c->conv_out_kernel;
     /* Tell the backend how many pixels a convolution sees (nn_conv2d.px;
-     * each level halves the latent), as it picks algorithms by pixels per
-     * weight. */
-    int S = c->sample_size;
-#define LEVEL_PX(l) ((S >> (l)) * (S >> (l)))
+     * each level halves the latent's sides), as it picks algorithms by
+     * pixels per weight. */
+    long px0 = latent_px > 0 ? latent_px : (long)c->sample_size * c->sample_size;
+#define LEVEL_PX(l) conv_px(px0 >> (2 * (l)))
     w->conv_px = LEVEL_PX(0);
     load_conv(w, &u->conv_in, "conv_in", c->in_channels, C0, kin, 1, kin / 2, kin / 2);
     load_linear(w, &u->time1, "time_embedding.linear_1", C0, u->temb_dim, 1, 0);

@@ -50,8 +50,11 @@ struct unet {
     int planned_B, planned_h, planned_w, planned_T; /* what the arena is sized for */
 };
 
+/* latent_px: the latent pixels (h x w) most calls will run at, 0 for the
+ * config's sample_size squared; the backend picks each convolution's
+ * algorithm for it (nn_conv2d.px). Any size still runs. */
 int unet_load(struct unet *u, const char *dir, const char *variant, const struct nn_backend *be,
-              struct sd_err *err);
+              long latent_px, struct sd_err *err);
 
 /* Size activations and kernels for this batch, latent size and context
  * length; called by unet_forward when they change (allocates). */

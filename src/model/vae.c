@@ -43,14 +43,14 @@ static void mid_load(struct weights *w, struct vae_coder *d, const char *prefix,
     }
 }
 
-static void decoder_load(struct weights *w, struct vae *v)
+static void decoder_load(struct weights *w, struct vae *v, long image_px)
 {
     const struct vae_config *c = &v->cfg;
     struct vae_coder *d = &v->dec;
     int nb = c->n_blocks, Ctop = c->block_out[nb - 1];
     char n[256];
-    int S = c->sample_size / v->scale_factor; /* latent side at the native size */
-    w->conv_px = S * S;                       /* hint for the backend (nn_conv2d.px) */
+    long L = image_px >> (2 * (nb - 1)); /* latent pixels */
+    w->conv_px = conv_px(L);             /* hint for the backend */
     if (c->use_post_quant_conv)
         load_conv(w, &v->post_quant_conv, "post_quant_conv", c->latent_channels, c->latent_channels,
                   1, 1, 0, 0);
@@ -61,7 +61,7 @@ static void decoder_load(struct weights *w, struct vae *v)
         struct vae_level *l = &d->level[i];
         int C = c->block_out[nb - 1 - i];
         l->n_res = c->layers_per_block + 1;
-        w->conv_px = (S << i) * (S << i);
+        w->conv_px = conv_px(L << (2 * i));
         for (int j = 0; j < l->n_res; j++) {
             snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", i, j);
             resnet_load(w, &l->res[j], n, j ? C : prev, C, 0, c->norm_groups, VAE_EPS);
@@ -69,7 +69,7 @@ static void decoder_load(struct weights *w, struct vae *v)
         l->has_sampler = i < nb - 1;
         if (l->has_sampler) {
             snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-            w->conv_px = (S << (i + 1)) * (S << (i + 1)); /* after the 2x upsampling */
+            w->conv_px = conv_px(L << (2 * (i + 1))); /* after the 2x upsampling */
             load_conv(w, &l->sampler, n, C, C, 3, 1, 1, 1);
         }
         prev = C;
@@ -78,20 +78,20 @@ static void decoder_load(struct weights *w, struct vae *v)
     load_conv(w, &d->conv_out, "decoder.conv_out", c->block_out[0], c->out_channels, 3, 1, 1, 1);
 }
 
-static void encoder_load(struct weights *w, struct vae *v)
+static void encoder_load(struct weights *w, struct vae *v, long image_px)
 {
     const struct vae_config *c = &v->cfg;
     struct vae_coder *e = &v->enc;
-    int nb = c->n_blocks, S = c->sample_size; /* image side at the native size */
+    int nb = c->n_blocks;
     char n[256];
-    w->conv_px = S * S; /* hint for the backend (nn_conv2d.px) */
+    w->conv_px = conv_px(image_px); /* hint for the backend */
     load_conv(w, &e->conv_in, "encoder.conv_in", c->in_channels, c->block_out[0], 3, 1, 1, 1);
     int prev = c->block_out[0];
     for (int i = 0; i < nb; i++) {
         struct vae_level *l = &e->level[i];
         int C = c->block_out[i];
         l->n_res = c->layers_per_block;
-        w->conv_px = (S >> i) * (S >> i);
+        w->conv_px = conv_px(image_px >> (2 * i));
         for (int j = 0; j < l->n_res; j++) {
             snprintf(n, sizeof n, "encoder.down_blocks.%d.resnets.%d", i, j);
             resnet_load(w, &l->res[j], n, j ? C : prev, C, 0, c->norm_groups, VAE_EPS);
@@ -106,7 +106,7 @@ static void encoder_load(struct weights *w, struct vae *v)
         prev = C;
     }
     int Ctop = c->block_out[nb - 1];
-    w->conv_px = (S >> (nb - 1)) * (S >> (nb - 1));
+    w->conv_px = conv_px(image_px >> (2 * (nb - 1)));
     mid_load(w, e, "encoder", Ctop, c);
     load_norm(w, &e->norm_out, "encoder.conv_norm_out", Ctop);
     load_conv(w, &e->conv_out, "encoder.conv_out", Ctop, 2 * c->latent_channels, 3, 1, 1, 1);
@@ -116,7 +116,7 @@ static void encoder_load(struct weights *w, struct vae *v)
 }
 
 int vae_load(struct vae *v, const char *dir, const char *variant, const struct nn_backend *be,
-             struct sd_err *err)
+             long image_px, struct sd_err *err)
 {
     memset(v, 0, sizeof *v);
     nn_init(&v->dec.nn, be);
@@ -131,7 +131,7 @@ int vae_load(struct vae *v, const char *dir, const char *variant, const struct n
     if (rc)
         return rc;
     v->w.be = be;
-    decoder_load(&v->w, v);
+    decoder_load(&v->w, v, image_px > 0 ? image_px : (long)v->cfg.sample_size * v->cfg.sample_size);
     /* Some checkpoints ship the decoder only; the encoder is optional, and
      * prepared on first use: text-to-image never needs it (it would hold
      * 34M parameters, ~0.25 GB in float32 with its Winograd weights). */
@@ -312,6 +312,18 @@ static int coder_run(struct vae_coder *d, void (*run)(void *), struct vae_args *
     return SD_OK;
 }
 
+int vae_prepare_decode(struct vae *v, int h, int w, struct sd_err *err)
+{
+    struct vae_coder *d = &v->dec;
+    if (d->planned_h == h && d->planned_w == w)
+        return SD_OK;
+    struct vae_args a = {v, NULL, NULL, NULL, h, w}; /* measure mode reads no data */
+    int rc = nn_prepare(&d->nn, decode_run, &a, err);
+    if (!rc)
+        d->planned_h = h, d->planned_w = w;
+    return rc;
+}
+
 int vae_decode(struct vae *v, const float *z, int h, int w, float *image, struct sd_err *err)
 {
     struct vae_args a = {v, z, image, NULL, h, w};
@@ -327,7 +339,7 @@ int vae_encode(struct vae *v, const float *image, int H, int W, float *mean, flo
         if (weights_status(&v->w))
             return sd_errf(err, weights_status(&v->w), "%s: the encoder failed to load", v->w.path);
         v->w.err = err; /* the load's error report is long gone */
-        encoder_load(&v->w, v);
+        encoder_load(&v->w, v, (long)H * W); /* the size it is first asked for */
         if (weights_status(&v->w))
             return weights_status(&v->w);
         v->enc_loaded = 1;

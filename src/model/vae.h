@@ -48,12 +48,17 @@ struct vae {
     int scale_factor;                             /* 2^(n_blocks-1) */
 };
 
+/* image_px: the image pixels (H x W) most calls will run at, 0 for the
+ * config's sample_size squared (see unet_load). */
 int vae_load(struct vae *v, const char *dir, const char *variant, const struct nn_backend *be,
-             struct sd_err *err);
+             long image_px, struct sd_err *err);
 
 /* image[H, W, out_channels] (H = h * scale_factor) from z[latent_channels, h, w],
  * batch 1. z is what the pipeline passes: latents / scaling_factor. */
 int vae_decode(struct vae *v, const float *z, int h, int w, float *image, struct sd_err *err);
+/* Size the decoder's activations and kernels for h x w latents now
+ * (vae_decode does it when the size changes; allocates). */
+int vae_prepare_decode(struct vae *v, int h, int w, struct sd_err *err);
 
 /* Encoder: image[H, W, in_channels] in [-1, 1] -> mean and logvar
  * [latent_channels, H/f, W/f] (NCHW, logvar clamped to [-30, 20]). The

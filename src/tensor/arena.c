@@ -57,6 +57,7 @@ int arena_end_measure(struct arena *a, struct sd_err *err)
     void *p = big_alloc(cap);
     if (!p)
         return sd_errf(err, SD_ERR_NOMEM, "cannot allocate %zu MB of activations", cap >> 20);
+    memset(p, 0, cap); /* fault the pages in now, not in the first pass that uses them */
     a->base = p;
     a->cap = cap;
     return SD_OK;

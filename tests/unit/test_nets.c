@@ -94,7 +94,7 @@ static void run_unet(const struct model_case *mc, const char *set, const struct 
         CHECK(0);
         return;
     }
-    int rc = unet_load(&u, mc->dir, mc->variant, be, &err);
+    int rc = unet_load(&u, mc->dir, mc->variant, be, 0, &err);
     CHECK_MSG(rc == SD_OK, "%s", err.msg);
     char name[64];
     snprintf(name, sizeof name, "%s.sample", set);
@@ -148,7 +148,7 @@ static void run_vae(const struct model_case *mc, const char *set, const struct n
         CHECK(0);
         return;
     }
-    int rc = vae_load(&v, mc->dir, mc->variant, be, &err);
+    int rc = vae_load(&v, mc->dir, mc->variant, be, 0, &err);
     CHECK_MSG(rc == SD_OK, "%s", err.msg);
     char name[96];
     snprintf(name, sizeof name, "%s.decoded", set);
@@ -204,6 +204,31 @@ TEST(nets_vae)
         run_vae(&models[i], "vae2", &nn_backend_cpu);
     }
     run_vae(&models[0], "vae", &nn_backend_ref);
+}
+
+/* The size hint reaches every convolution as the pixels it will see
+ * (nn_conv2d.px): the default is the config's sample size; each UNet level
+ * quarters it, each VAE decoder level quadruples it. */
+TEST(nets_size_hint)
+{
+    struct sd_err err;
+    struct unet u;
+    const char *dir = models[0].dir;
+    CHECK_MSG(unet_load(&u, dir, NULL, &nn_backend_ref, 0, &err) == SD_OK, "%s", err.msg);
+    long S = u.cfg.sample_size;
+    CHECK(u.conv_in.px == S * S && u.conv_out.px == S * S);
+    CHECK(u.down[1].res[0].conv1.px == (S / 2) * (S / 2));
+    unet_free(&u);
+    CHECK_MSG(unet_load(&u, dir, NULL, &nn_backend_ref, 24 * 40, &err) == SD_OK, "%s", err.msg);
+    CHECK(u.conv_in.px == 24 * 40 && u.down[1].res[0].conv1.px == 12 * 20);
+    CHECK(u.up[0].res[0].conv1.px == (24 * 40) >> (2 * (u.cfg.n_blocks - 1)));
+    unet_free(&u);
+    struct vae v;
+    CHECK_MSG(vae_load(&v, dir, NULL, &nn_backend_ref, 64 * 48, &err) == SD_OK, "%s", err.msg);
+    int nb = v.cfg.n_blocks, f = v.scale_factor;
+    CHECK(v.dec.conv_in.px == 64 * 48 / (f * f));
+    CHECK(v.dec.level[nb - 1].res[0].conv1.px == 64 * 48 && v.dec.conv_out.px == 64 * 48);
+    vae_free(&v);
 }
 
 /* transformers 5 saves CLIPTextModel weights without the "text_model."
