@@ -34,6 +34,8 @@ static const struct opt opts[] = {
      "compute threads for inference (0: all cores)"},
     {"--precision", "DIFFUSIOND_PRECISION", OPT_STR, F(precision), 0, 0, "P",
      "fp32 (default, matches diffusers) or bf16 (faster, weights held in 16 bits)"},
+    {"--plan-size", "DIFFUSIOND_PLAN_SIZE", OPT_INT, F(plan_size), 0, 2048, "PIXELS",
+     "image side most requests use (multiple of 8; 0: the model's default): algorithms and memory are planned for it"},
     {"--host", "DIFFUSIOND_HOST", OPT_STR, F(host), 0, 0, "ADDR",
      "address to listen on (IPv4 or IPv6 literal, or a host name)"},
     {"--port", "DIFFUSIOND_PORT", OPT_INT, F(port), 0, 65535, "N",
@@ -79,6 +81,7 @@ void config_defaults(struct server_config *c)
     c->variant = NULL;
     c->threads = 0;
     c->precision = "fp32";
+    c->plan_size = 0;
     c->host = "127.0.0.1";
     c->port = 8000;
     c->data_dir = "./diffusiond-data";
@@ -174,6 +177,8 @@ int config_load(struct server_config *c, int argc, char **argv,
     }
     if (sd_precision_from_name(c->precision) < 0)
         return sd_errf(err, SD_ERR_ARG, "--precision: expected fp32 or bf16, got '%s'", c->precision);
+    if (c->plan_size % 8)
+        return sd_errf(err, SD_ERR_ARG, "--plan-size: expected a multiple of 8, got %lld", c->plan_size);
     return SD_OK;
 }
 

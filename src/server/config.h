@@ -24,6 +24,7 @@ struct server_config {
     const char *variant;     /* weight variant ("fp16") or NULL */
     long long threads;       /* engine compute threads, 0 = all cores */
     const char *precision;   /* "fp32" or "bf16" */
+    long long plan_size;     /* image side the engine plans for, 0 = the model's default */
     const char *host;        /* listen address */
     long long port;          /* 0 picks a free port (printed at start) */
     const char *data_dir;    /* SQLite database and images */

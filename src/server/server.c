@@ -105,7 +105,8 @@ static void load_model(struct server *srv)
 {
     struct sd_load_opts lo = {.dir = srv->cfg.model, .variant = srv->cfg.variant,
                               .threads = (int)srv->cfg.threads,
-                              .precision = sd_precision_from_name(srv->cfg.precision)};
+                              .precision = sd_precision_from_name(srv->cfg.precision),
+                              .width = (int)srv->cfg.plan_size, .height = (int)srv->cfg.plan_size};
     struct sd_err err = {0};
     double t0 = now_mono();
     if (sd_model_load(&srv->model, &lo, &err)) {

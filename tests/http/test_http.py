@@ -314,6 +314,25 @@ def test_rate_limit_429():
         s.stop()
 
 
+def test_plan_size():
+    """--plan-size plans the engine for one size at start-up; other sizes
+    still run, and every image is the one `diffusiond generate` makes."""
+    s = new_server("plansize", ["--plan-size", "32"])
+    try:
+        for side in (32, 64):
+            body = quick(width=side, height=side)
+            res = s.wait_status(s.submit(body), ("completed", "failed"))
+            check(res["status"] == "completed", res)
+            w, h, ch, pixels = png_decode(base64.b64decode(res["image_base64"]))
+            check((w, h) == (side, side), "image %dx%d" % (w, h))
+            compare_with_cli(body, pixels)
+    finally:
+        s.stop()
+    p = subprocess.run([ARGS.binary, "serve", "--plan-size", "30"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=60)
+    check(p.returncode == 2 and b"multiple of 8" in p.stdout, p.stdout[-300:])
+
+
 def test_api_keys_401():
     keys = os.path.join(TMP, "keys.txt")
     with open(keys, "w") as f:

@@ -90,8 +90,10 @@ TEST(server_config_defaults_env_flags)
     CHECK(!strcmp(c.host, "127.0.0.1") && !strcmp(c.data_dir, "./diffusiond-data"));
     CHECK(strstr(c.model, "tests/data/tiny-sd1") != NULL);
 
-    char *argv[] = {"serve", "--port=9100", "--host", "0.0.0.0", "--api-keys", "k.txt", NULL};
-    CHECK(config_load(&c, 6, argv, fake_env, &err) == SD_OK);
+    CHECK(c.plan_size == 0);
+    char *argv[] = {"serve", "--port=9100", "--host", "0.0.0.0", "--api-keys", "k.txt", "--plan-size=256", NULL};
+    CHECK(config_load(&c, 7, argv, fake_env, &err) == SD_OK);
+    CHECK(c.plan_size == 256);
     CHECK(c.port == 9100);                       /* flag beats environment */
     CHECK(!strcmp(c.data_dir, "/tmp/from-env")); /* environment beats default */
     CHECK(c.rate_limit == 2.5);
@@ -116,4 +118,7 @@ TEST(server_config_errors)
     CHECK(config_load(&c, 2, a5, NULL, &err) == SD_OK && c.help);
     CHECK(config_load(&c, 1, a5, bad_env, &err) == SD_ERR_ARG &&
           strstr(err.msg, "DIFFUSIOND_QUEUE_CAPACITY"));
+    config_defaults(&c);
+    char *a6[] = {"serve", "--plan-size", "300", NULL};
+    CHECK(config_load(&c, 3, a6, NULL, &err) == SD_ERR_ARG && strstr(err.msg, "multiple of 8"));
 }
