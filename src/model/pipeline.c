@@ -179,7 +179,8 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
         goto fail;
     if ((rc = clip_load(&m->clip, o->dir, o->variant, be, err)))
         goto fail;
-    long px = o->width > 0 && o->height > 0 ? (long)o->width * o->height : 0;
+    int hinted = o->width > 0 && o->height > 0; /* else plan for the model's own size */
+    long px = hinted ? (long)o->width * o->height : 0;
     if ((rc = vae_load(&m->vae, o->dir, o->variant, be, px, err)))
         goto fail;
     long f = m->vae.scale_factor;
@@ -235,9 +236,9 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
      * batch of 2, a full prompt) now: oneDNN primitives, Winograd plans and
      * the shared activation arena (faulted in as it is allocated), so the
      * first image runs as fast as the next ones. */
-    int T = tok_max_length(m->tok), hw = o->width > 0 && o->height > 0;
-    int lat_w = (hw ? o->width : in->default_width) / (int)f;
-    int lat_h = (hw ? o->height : in->default_height) / (int)f;
+    int T = tok_max_length(m->tok);
+    int lat_w = (hinted ? o->width : in->default_width) / (int)f;
+    int lat_h = (hinted ? o->height : in->default_height) / (int)f;
     if ((rc = clip_prepare(&m->clip, T, err)) ||
         (rc = unet_prepare(&m->unet, m->unet.cfg.time_cond_proj_dim > 0 ? 1 : 2, lat_h, lat_w, T, err)) ||
         (rc = vae_prepare_decode(&m->vae, lat_h, lat_w, err)))

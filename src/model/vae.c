@@ -299,14 +299,24 @@ static void encode_run(void *arg)
         }
 }
 
+/* Plan the coder for a->h x a->w unless it already is (measure mode reads
+ * none of a's data). */
+static int coder_prepare(struct vae_coder *d, void (*run)(void *), struct vae_args *a,
+                         struct sd_err *err)
+{
+    if (d->planned_h == a->h && d->planned_w == a->w)
+        return SD_OK;
+    int rc = nn_prepare(&d->nn, run, a, err);
+    if (!rc)
+        d->planned_h = a->h, d->planned_w = a->w;
+    return rc;
+}
+
 static int coder_run(struct vae_coder *d, void (*run)(void *), struct vae_args *a, struct sd_err *err)
 {
-    if (d->planned_h != a->h || d->planned_w != a->w) {
-        int rc = nn_prepare(&d->nn, run, a, err);
-        if (rc)
-            return rc;
-        d->planned_h = a->h, d->planned_w = a->w;
-    }
+    int rc = coder_prepare(d, run, a, err);
+    if (rc)
+        return rc;
     nn_begin(&d->nn);
     run(a);
     return SD_OK;
@@ -314,14 +324,8 @@ static int coder_run(struct vae_coder *d, void (*run)(void *), struct vae_args *
 
 int vae_prepare_decode(struct vae *v, int h, int w, struct sd_err *err)
 {
-    struct vae_coder *d = &v->dec;
-    if (d->planned_h == h && d->planned_w == w)
-        return SD_OK;
-    struct vae_args a = {v, NULL, NULL, NULL, h, w}; /* measure mode reads no data */
-    int rc = nn_prepare(&d->nn, decode_run, &a, err);
-    if (!rc)
-        d->planned_h = h, d->planned_w = w;
-    return rc;
+    struct vae_args a = {v, NULL, NULL, NULL, h, w};
+    return coder_prepare(&v->dec, decode_run, &a, err);
 }
 
 int vae_decode(struct vae *v, const float *z, int h, int w, float *image, struct sd_err *err)

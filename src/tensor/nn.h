@@ -35,8 +35,9 @@ struct nn_conv2d {
     const float *b;   /* [cout] or NULL */
     void *be_state;   /* owned by the backend (prepared weights, kernels) */
     /* A hint for the backend's choice of algorithm, set before prepare:
-     * input pixels per image at the model's native size (64x64 latents
-     * for SD 1.5, halved per side at each UNet level); 0 when unknown. */
+     * input pixels per image at the size the model is planned for (64x64
+     * latents for SD 1.5 at 512x512, halved per side at each UNet level);
+     * 0 when unknown. */
     int px;
 };
 
