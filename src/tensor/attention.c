@@ -78,7 +78,6 @@ size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh)
     return keys_ws(B, Nk, heads, dh, 1) + (size_t)omp_get_max_threads() * thread_ws(dh);
 }
 
-
 /* dst[0..n) = bf16(src), zero up to npad. */
 static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)
 {
@@ -346,8 +345,6 @@ struct att_job {
     float scale;
     int causal, bf16;
 };
-
-static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad);
 
 /* One (batch, head, query block): rows i0 .. i0+rows-1. */
 static void attend_block(const struct att_job *a, float *ws)
