@@ -16,6 +16,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef __AVX512F__
@@ -75,7 +76,9 @@ size_t attention_ws(int B, int Nq, int Nk, int heads, int dh)
 size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh)
 {
     (void)Nq;
-    return keys_ws(B, Nk, heads, dh, 1) + (size_t)omp_get_max_threads() * thread_ws(dh);
+    size_t rows = keys_ws(B, Nk, heads, dh, 1) + (size_t)omp_get_max_threads() * thread_ws(dh);
+    size_t lanes = attention_lanes_ws(B, Nk, heads, dh);
+    return rows > lanes ? rows : lanes;
 }
 
 /* dst[0..n) = bf16(src), zero up to npad. */
@@ -472,9 +475,23 @@ void attention_forward(float *out, const float *q, const float *k, const float *
     attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 0);
 }
 
+/* DIFFUSIOND_ATTN_LANES=0 keeps non-causal bf16 attention on the row
+ * kernel above (for comparisons and its tests). */
+static int lanes_enabled(void)
+{
+    const char *e = getenv("DIFFUSIOND_ATTN_LANES");
+    return !(e && !strcmp(e, "0"));
+}
+
 void attention_forward_bf16(float *out, const float *q, const float *k, const float *v, int B, int Nq,
                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
                             float *ws)
 {
+#ifdef __AVX512BF16__
+    if (!causal && dh <= ATTENTION_LANES_MAX_DH && lanes_enabled()) {
+        attention_lanes_forward(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, ws);
+        return;
+    }
+#endif
     attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 1);
 }

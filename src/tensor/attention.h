@@ -21,4 +21,12 @@ void attention_forward_bf16(float *out, const float *q, const float *k, const fl
                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
                             float *ws);
 
+/* attention_lanes.c: the bf16 kernel for causal == 0 with the queries in
+ * the vector lanes (AVX512-BF16 builds only; attention_forward_bf16 calls it
+ * for dh <= ATTENTION_LANES_MAX_DH). */
+#define ATTENTION_LANES_MAX_DH 1024
+size_t attention_lanes_ws(int B, int Nk, int heads, int dh);
+void attention_lanes_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws);
+
 #endif

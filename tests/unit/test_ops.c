@@ -205,25 +205,45 @@ TEST(ops_norms)
     free(x), free(g), free(bb), free(y0), free(y1);
 }
 
-static void check_attention(int B, int Nq, int Nk, int heads, int dh, int causal, int stride_extra)
+/* Attention of random q, k, v (k scaled by kgrow^key index, so that a
+ * row's maximum keeps growing from key tile to key tile) against the
+ * reference, on the fast backends: float32, bf16 (for a non-causal mask
+ * the queries-in-lanes kernel) and bf16 on the row kernel. */
+static void check_attention_ex(int B, int Nq, int Nk, int heads, int dh, int causal, int stride_extra,
+                               float kgrow)
 {
     int C = heads * dh, ld = C + stride_extra;
     float *q = rand_buf((size_t)B * Nq * ld, 1), *k = rand_buf((size_t)B * Nk * ld, 1),
           *v = rand_buf((size_t)B * Nk * ld, 1);
+    if (kgrow != 1.0f)
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < Nk; j++)
+                for (int c = 0; c < ld; c++)
+                    k[((size_t)b * Nk + j) * ld + c] = fabsf(k[((size_t)b * Nk + j) * ld + c]) *
+                                                       powf(kgrow, (float)j);
     float *o0 = malloc((size_t)B * Nq * C * 4), *o1 = malloc((size_t)B * Nq * C * 4);
     float scale = 1.0f / sqrtf((float)dh);
     nn_backend_ref.attention(o0, q, k, v, B, Nq, Nk, heads, dh, ld, ld, ld, scale, causal, NULL);
-    const struct nn_backend *bes[2] = {&nn_backend_cpu, &nn_backend_cpu_bf16};
-    double tols[2] = {1e-5, 2e-2};
-    for (int i = 0; i < 2; i++) {
+    const struct nn_backend *bes[3] = {&nn_backend_cpu, &nn_backend_cpu_bf16, &nn_backend_cpu_bf16};
+    const char *kernel[3] = {"", "", " (row kernel)"};
+    double tols[3] = {1e-5, 5e-3, 5e-3};
+    for (int i = 0; i < 3; i++) {
+        if (i == 2)
+            setenv("DIFFUSIOND_ATTN_LANES", "0", 1);
         float *ws = malloc(bes[i]->attention_ws(B, Nq, Nk, heads, dh) * 4);
         bes[i]->attention(o1, q, k, v, B, Nq, Nk, heads, dh, ld, ld, ld, scale, causal, ws);
         double d = rel_diff(o1, o0, (size_t)B * Nq * C);
-        CHECK_MSG(d < tols[i], "%s attention B%d Nq%d Nk%d h%d dh%d causal%d: %g", bes[i]->name, B, Nq,
-                  Nk, heads, dh, causal, d);
+        CHECK_MSG(d < tols[i], "%s%s attention B%d Nq%d Nk%d h%d dh%d causal%d grow%g: %g", bes[i]->name,
+                  kernel[i], B, Nq, Nk, heads, dh, causal, kgrow, d);
         free(ws);
+        unsetenv("DIFFUSIOND_ATTN_LANES");
     }
     free(q), free(k), free(v), free(o0), free(o1);
+}
+
+static void check_attention(int B, int Nq, int Nk, int heads, int dh, int causal, int stride_extra)
+{
+    check_attention_ex(B, Nq, Nk, heads, dh, causal, stride_extra, 1.0f);
 }
 
 TEST(ops_attention)
@@ -239,6 +259,9 @@ TEST(ops_attention)
     check_attention(1, 50, 60, 2, 24, 0, 0);    /* 16 + 8 channels */
     check_attention(1, 50, 60, 2, 12, 0, 0);    /* a masked 16-wide tail */
     check_attention(1, 130, 70, 1, 512, 0, 0);  /* the VAE mid-block: one 512-wide head */
+    check_attention(1, 100, 1000, 2, 40, 0, 0); /* SD1's head size, many key tiles */
+    check_attention_ex(1, 97, 700, 2, 40, 0, 0, 1.003f); /* the max grows tile after tile */
+    check_attention_ex(1, 97, 700, 2, 40, 1, 0, 1.003f);
 }
 
 TEST(ops_elementwise)

@@ -1,0 +1,357 @@
+/* attention_lanes.c - bf16 attention with the queries in the vector lanes.
+ *
+ * The bf16 backend's kernel for attention without a causal mask (every
+ * UNet and VAE attention). attention.c's kernels hold a query row's scores
+ * along a vector; here each zmm lane is one query, the transposed problem:
+ *
+ *   S^T[j][q] = sum_d K[j][d] Q[q][d]      (keys in rows, queries in lanes)
+ *   O^T[d][q] += sum_j V^T[d][j] P^T[j][q]
+ *
+ * Why: the softmax runs over keys, which are now rows, so the row maximum
+ * and sum are element-wise vector ops on whole registers (no horizontal
+ * reductions, no scalar per-row loop), the maximum is taken while the
+ * score kernel stores its tile, and a head size like 40 costs no padding
+ * (channels are broadcast scalars, not vector columns; attention.c pads
+ * 40 to 48 lanes in its PV product). AVX512-BF16 dot products take pairs
+ * along the reduced dimension, which is why Q^T, P^T are held as pairs:
+ * q2t[d/2][q][2] (channel pairs) and p2[j/2][q][2] (key pairs), while a row
+ * of K and a row of V^T already hold their pairs side by side.
+ *
+ * One task is (batch, head, block of LQ_QB = 96 queries), walking the keys
+ * in tiles of LQ_KB with the online softmax (running max m, sum l, O^T
+ * rescaled when m grows), as in attention.c. Products are bf16 with
+ * float32 accumulation; softmax and output in float32.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tensor/attention.h"
+#include "tensor/vmath.h"
+
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+
+#define LQ_QB 96 /* queries per task: 6 zmm of lanes */
+#define LQ_NQ 6
+#define LQ_KB 128 /* keys per tile (even) */
+#define LQ_NJ 8   /* keys per score register block */
+#define LQ_ND 8   /* channels per output register block */
+
+/* dst[0..n) = bf16(src), zero up to npad. */
+static void to_bf16_pad(uint16_t *dst, const float *src, int n, int npad)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 t = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, t, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(t, src + i)));
+        i = n;
+    }
+    for (; i < npad; i++)
+        dst[i] = 0;
+}
+
+static int pad8(int dh) { return (dh + 7) & ~7; }
+static int pad_keys(int Nk) { return (Nk + LQ_NJ - 1) / LQ_NJ * LQ_NJ; }
+
+/* Per head: K as bf16 rows [nkp][dh8], V^T as bf16 rows [dh8][nkp]; both
+ * zero-padded. In floats (two bf16 per float). */
+static size_t head_floats(int Nk, int dh) { return (size_t)pad_keys(Nk) * pad8(dh); }
+
+static size_t thread_floats(int dh)
+{
+    int dh8 = pad8(dh);
+    return (size_t)LQ_KB * LQ_QB         /* s: score tile [KB][QB] */
+           + (size_t)LQ_KB / 2 * LQ_QB   /* p2: probabilities [KB/2][QB][2] bf16 */
+           + (size_t)dh8 * LQ_QB         /* ot: output accumulator [dh8][QB] */
+           + (size_t)dh8 / 2 * LQ_QB     /* q2t: queries [dh8/2][QB][2] bf16 */
+           + 4 * LQ_QB                   /* m, l, block max, correction */
+           + 16;                         /* alignment slack */
+}
+
+size_t attention_lanes_ws(int B, int Nk, int heads, int dh)
+{
+    return (size_t)B * heads * head_floats(Nk, dh) + 16 +
+           (size_t)omp_get_max_threads() * thread_floats(dh);
+}
+
+#define LQ_INLINE static inline __attribute__((always_inline))
+
+/* Scores of LQ_NJ keys for the NC zmm of queries from c0: s[r][..] =
+ * k[r] . q, and mx = max(mx, s[r]) over the first nv (valid) keys. */
+LQ_INLINE void score_block(float *s, const uint16_t *q2t, const uint16_t *k, int dh8, float *mx, int nv,
+                           int c0, const int NC)
+{
+    __m512 acc[LQ_NJ][3];
+#pragma GCC unroll 8
+    for (int r = 0; r < LQ_NJ; r++)
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int i = 0; i < dh8 / 2; i++) {
+        __m512i qv[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; c++)
+            qv[c] = _mm512_load_si512((const void *)(q2t + (size_t)i * LQ_QB * 2 + 32 * (c0 + c)));
+#pragma GCC unroll 8
+        for (int r = 0; r < LQ_NJ; r++) {
+            uint32_t pair;
+            memcpy(&pair, k + (size_t)r * dh8 + 2 * i, 4);
+            __m512i kb = _mm512_set1_epi32((int)pair);
+#pragma GCC unroll 3
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)qv[c], (__m512bh)kb);
+        }
+    }
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; c++) {
+        __m512 m = _mm512_load_ps(mx + 16 * (c0 + c));
+#pragma GCC unroll 8
+        for (int r = 0; r < LQ_NJ; r++) {
+            _mm512_store_ps(s + (size_t)r * LQ_QB + 16 * (c0 + c), acc[r][c]);
+            if (r < nv)
+                m = _mm512_max_ps(m, acc[r][c]);
+        }
+        _mm512_store_ps(mx + 16 * (c0 + c), m);
+    }
+}
+
+/* ot[d0 + r][c0*16 ..] += sum_jp p2[jp] . vt[d0 + r][2jp, 2jp+1] for the
+ * LQ_ND channels from d0 and NC zmm of queries from c0. */
+LQ_INLINE void output_block(float *ot, const uint16_t *p2, const uint16_t *vt, int ldvt, int np,
+                            int c0, const int NC)
+{
+    __m512 acc[LQ_ND][3];
+#pragma GCC unroll 8
+    for (int r = 0; r < LQ_ND; r++)
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; c++)
+            acc[r][c] = _mm512_load_ps(ot + (size_t)r * LQ_QB + 16 * (c0 + c));
+    for (int jp = 0; jp < np; jp++) {
+        __m512i pv[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; c++)
+            pv[c] = _mm512_load_si512((const void *)(p2 + (size_t)jp * LQ_QB * 2 + 32 * (c0 + c)));
+#pragma GCC unroll 8
+        for (int r = 0; r < LQ_ND; r++) {
+            uint32_t pair;
+            memcpy(&pair, vt + (size_t)r * ldvt + 2 * jp, 4);
+            __m512i vb = _mm512_set1_epi32((int)pair);
+#pragma GCC unroll 3
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)pv[c], (__m512bh)vb);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < LQ_ND; r++)
+#pragma GCC unroll 3
+        for (int c = 0; c < NC; c++)
+            _mm512_store_ps(ot + (size_t)r * LQ_QB + 16 * (c0 + c), acc[r][c]);
+}
+
+/* 2^x for x <= 0: a cubic on the fraction (minimax on [-0.5, 0.5],
+ * relative error < 8e-5; the probabilities are rounded to bf16, 2^-9,
+ * and l sums the same values, so the weights stay consistent). Very
+ * negative x underflow to 0 through scalef; x must not be -inf or NaN. */
+LQ_INLINE __m512 exp2_neg(__m512 x)
+{
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(0.055171628f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24261117f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.69326103f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.99992806f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* What one task needs. */
+struct lq_job {
+    float *out;
+    int ldo;
+    const float *q; /* first query row, rows ldq apart */
+    int ldq;
+    const uint16_t *k, *vt; /* the head's packed keys [nkp][dh8], values^T [dh8][nkp] */
+    int rows, Nk, nkp, dh, dh8;
+    float sl; /* scale * log2(e): scores -> base-2 exponents */
+};
+
+/* Queries -> q2t[d/2][q][2] in bf16, zero-padded to LQ_QB queries and dh8. */
+static void pack_queries(uint16_t *q2t, const struct lq_job *a)
+{
+    uint16_t row[ATTENTION_LANES_MAX_DH];
+    if (a->rows < LQ_QB)
+        memset(q2t, 0, (size_t)a->dh8 * LQ_QB * sizeof(uint16_t));
+    for (int q = 0; q < a->rows; q++) {
+        to_bf16_pad(row, a->q + (size_t)q * a->ldq, a->dh, a->dh8);
+        uint32_t *dst = (uint32_t *)q2t + q;
+        for (int i = 0; i < a->dh8 / 2; i++) {
+            uint32_t pair;
+            memcpy(&pair, row + 2 * i, 4);
+            dst[(size_t)i * LQ_QB] = pair;
+        }
+    }
+}
+
+/* Probabilities of one tile of nk keys (s holds their scores): p2 =
+ * exp2(s * sl - m * sl) as key pairs in bf16 (0 beyond nk), l += their sums. */
+static void tile_softmax(uint16_t *p2, const float *s, int nk, const float *m, float *l, float sl)
+{
+    const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512 vsl = _mm512_set1_ps(sl);
+    for (int c = 0; c < LQ_NQ; c++) {
+        __m512 off = _mm512_mul_ps(_mm512_load_ps(m + 16 * c), vsl), sum = _mm512_setzero_ps();
+        for (int j = 0; j < nk; j += 2) {
+            __m512 e0 = exp2_neg(_mm512_fmsub_ps(_mm512_load_ps(s + (size_t)j * LQ_QB + 16 * c), vsl, off));
+            __m512 e1 = j + 1 < nk ? exp2_neg(_mm512_fmsub_ps(
+                                         _mm512_load_ps(s + (size_t)(j + 1) * LQ_QB + 16 * c), vsl, off))
+                                   : _mm512_setzero_ps();
+            sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+            __m512i pair = _mm512_permutexvar_epi16(il, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+            _mm512_store_si512((void *)(p2 + (size_t)(j / 2) * LQ_QB * 2 + 32 * c), pair);
+        }
+        _mm512_store_ps(l + 16 * c, _mm512_add_ps(_mm512_load_ps(l + 16 * c), sum));
+    }
+}
+
+static void attend_task(const struct lq_job *a, float *ws)
+{
+    int dh8 = a->dh8;
+    float *s = ws, *ot = s + (size_t)LQ_KB * LQ_QB;
+    uint16_t *p2 = (uint16_t *)(ot + (size_t)dh8 * LQ_QB);
+    uint16_t *q2t = p2 + (size_t)LQ_KB * LQ_QB;
+    float *m = (float *)(q2t + (size_t)dh8 * LQ_QB), *l = m + LQ_QB, *mx = l + LQ_QB,
+          *corr = mx + LQ_QB;
+    pack_queries(q2t, a);
+    memset(ot, 0, (size_t)dh8 * LQ_QB * sizeof(float));
+    for (int i = 0; i < LQ_QB; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0;
+    }
+    for (int k0 = 0; k0 < a->Nk; k0 += LQ_KB) {
+        int nk = a->Nk - k0 < LQ_KB ? a->Nk - k0 : LQ_KB;
+        memcpy(mx, m, LQ_QB * sizeof(float));
+        for (int j = 0; j < nk; j += LQ_NJ) {
+            const uint16_t *kj = a->k + (size_t)(k0 + j) * dh8;
+            score_block(s + (size_t)j * LQ_QB, q2t, kj, dh8, mx, nk - j, 0, 3);
+            score_block(s + (size_t)j * LQ_QB, q2t, kj, dh8, mx, nk - j, 3, 3);
+        }
+        /* mx is the new running max; rescale what came before when it grew. */
+        int grew = 0;
+        for (int c = 0; c < LQ_NQ; c++) {
+            __m512 mo = _mm512_load_ps(m + 16 * c), mn = _mm512_load_ps(mx + 16 * c);
+            /* Exactly 1 where the max held; else 2^((m_old - m_new) sl), clamped
+             * (m_old = -inf at the first tile, where l and O^T are still 0). The
+             * same factor scales l and O^T, so its rounding cancels. */
+            __mmask16 up = _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ);
+            __m512 x = _mm512_max_ps(_mm512_mul_ps(_mm512_sub_ps(mo, mn), _mm512_set1_ps(a->sl)),
+                                     _mm512_set1_ps(-126.0f));
+            __m512 cr = _mm512_mask_blend_ps(up, _mm512_set1_ps(1.0f), exp2_neg(x));
+            grew |= up != 0;
+            _mm512_store_ps(corr + 16 * c, cr);
+            _mm512_store_ps(l + 16 * c, _mm512_mul_ps(_mm512_load_ps(l + 16 * c), cr));
+            _mm512_store_ps(m + 16 * c, mn);
+        }
+        if (grew && k0 > 0)
+            for (int d = 0; d < dh8; d++)
+                for (int c = 0; c < LQ_NQ; c++) {
+                    float *o = ot + (size_t)d * LQ_QB + 16 * c;
+                    _mm512_store_ps(o, _mm512_mul_ps(_mm512_load_ps(o), _mm512_load_ps(corr + 16 * c)));
+                }
+        tile_softmax(p2, s, nk, m, l, a->sl);
+        int np = (nk + 1) / 2;
+        const uint16_t *vt = a->vt + k0;
+        for (int d0 = 0; d0 < dh8; d0 += LQ_ND) {
+            output_block(ot + (size_t)d0 * LQ_QB, p2, vt + (size_t)d0 * a->nkp, a->nkp, np, 0, 3);
+            output_block(ot + (size_t)d0 * LQ_QB, p2, vt + (size_t)d0 * a->nkp, a->nkp, np, 3, 3);
+        }
+    }
+    for (int q = 0; q < a->rows; q++) {
+        float inv = 1.0f / l[q];
+        float *orow = a->out + (size_t)q * a->ldo;
+        for (int d = 0; d < a->dh; d++)
+            orow[d] = ot[(size_t)d * LQ_QB + q] * inv;
+    }
+}
+
+/* Keys j0 .. j1-1 (a multiple of 8 apart; rows from Nk on are zero) of
+ * one head into K [nkp][dh8] and V^T [dh8][nkp], bf16. */
+static void pack_keys(uint16_t *kp, uint16_t *vt, const float *k, const float *v, int ldk, int ldv,
+                      int Nk, int nkp, int dh, int dh8, int j0, int j1)
+{
+    uint16_t vr[8][ATTENTION_LANES_MAX_DH];
+    for (int j8 = j0; j8 < j1; j8 += 8) {
+        for (int j = j8; j < j8 + 8; j++) {
+            if (j < Nk) {
+                to_bf16_pad(kp + (size_t)j * dh8, k + (size_t)j * ldk, dh, dh8);
+                to_bf16_pad(vr[j - j8], v + (size_t)j * ldv, dh, dh8);
+            } else {
+                memset(kp + (size_t)j * dh8, 0, (size_t)dh8 * sizeof(uint16_t));
+                memset(vr[j - j8], 0, (size_t)dh8 * sizeof(uint16_t));
+            }
+        }
+        for (int d = 0; d < dh8; d++) { /* 8 keys of channel d: one 16-byte store */
+            uint16_t *dst = vt + (size_t)d * nkp + j8;
+            for (int t = 0; t < 8; t++)
+                dst[t] = vr[t][d];
+        }
+    }
+}
+
+void attention_lanes_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws)
+{
+    int C = heads * dh, dh8 = pad8(dh), nkp = pad_keys(Nk), nqb = (Nq + LQ_QB - 1) / LQ_QB;
+    int nkc = (nkp + 63) / 64;
+    size_t hf = head_floats(Nk, dh);
+    float *heads_ws = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    float *tw = heads_ws + (size_t)B * heads * hf;
+    long ntask = (long)B * heads * nqb;
+#pragma omp parallel
+    {
+#pragma omp for collapse(2) schedule(static)
+        for (int bh = 0; bh < B * heads; bh++)
+            for (int c = 0; c < nkc; c++) {
+                int b = bh / heads, h = bh % heads;
+                uint16_t *kp = (uint16_t *)(heads_ws + (size_t)bh * hf);
+                pack_keys(kp, kp + (size_t)nkp * dh8, k + (size_t)b * Nk * ldk + h * dh,
+                          v + (size_t)b * Nk * ldv + h * dh, ldk, ldv, Nk, nkp, dh, dh8, c * 64,
+                          (c + 1) * 64 < nkp ? (c + 1) * 64 : nkp);
+            }
+        float *w = tw + (size_t)omp_get_thread_num() * thread_floats(dh);
+        w = (float *)(((uintptr_t)w + 63) & ~(uintptr_t)63);
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < ntask; t++) {
+            int qb = t % nqb, h = (t / nqb) % heads, b = t / ((long)nqb * heads), i0 = qb * LQ_QB;
+            const uint16_t *kp = (const uint16_t *)(heads_ws + ((size_t)b * heads + h) * hf);
+            struct lq_job job = {
+                .out = out + ((size_t)b * Nq + i0) * C + h * dh, .ldo = C,
+                .q = q + ((size_t)b * Nq + i0) * ldq + h * dh, .ldq = ldq,
+                .k = kp, .vt = kp + (size_t)nkp * dh8,
+                .rows = Nq - i0 < LQ_QB ? Nq - i0 : LQ_QB, .Nk = Nk, .nkp = nkp, .dh = dh, .dh8 = dh8,
+                .sl = scale * 1.44269504088896341f,
+            };
+            attend_task(&job, w);
+        }
+    }
+}
+
+#else /* no AVX512-BF16: attention.c never calls these */
+
+size_t attention_lanes_ws(int B, int Nk, int heads, int dh)
+{
+    (void)B, (void)Nk, (void)heads, (void)dh;
+    return 0;
+}
+
+void attention_lanes_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws)
+{
+    (void)out, (void)q, (void)k, (void)v, (void)B, (void)Nq, (void)Nk, (void)heads, (void)dh;
+    (void)ldq, (void)ldk, (void)ldv, (void)scale, (void)ws;
+    SD_ASSERT(0);
+}
+#endif
