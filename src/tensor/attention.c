@@ -475,6 +475,7 @@ void attention_forward(float *out, const float *q, const float *k, const float *
     attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 0);
 }
 
+#ifdef __AVX512BF16__
 /* DIFFUSIOND_ATTN_LANES=0 keeps non-causal bf16 attention on the row
  * kernel above (for comparisons and its tests). */
 static int lanes_enabled(void)
@@ -482,6 +483,7 @@ static int lanes_enabled(void)
     const char *e = getenv("DIFFUSIOND_ATTN_LANES");
     return !(e && !strcmp(e, "0"));
 }
+#endif
 
 void attention_forward_bf16(float *out, const float *q, const float *k, const float *v, int B, int Nq,
                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,
