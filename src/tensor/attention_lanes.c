@@ -36,8 +36,8 @@
 #define LQ_QB 96 /* queries per task: 6 zmm of lanes */
 #define LQ_NQ 6
 #define LQ_KB 128 /* keys per tile (even) */
-#define LQ_NJ 8   /* keys per score register block */
-#define LQ_ND 8   /* channels per output register block */
+#define LQ_NJ 8   /* keys per score register block (lanes_mm's 8 rows) */
+#define LQ_ND 8   /* channels per output register block (the same) */
 
 /* dst[0..n) = bf16(src), zero up to npad. */
 static void to_bf16_pad(uint16_t *dst, const float *src, int n, int npad)
@@ -80,76 +80,55 @@ size_t attention_lanes_ws(int B, int Nk, int heads, int dh)
 
 #define LQ_INLINE static inline __attribute__((always_inline))
 
-/* Scores of LQ_NJ keys for the NC zmm of queries from c0: s[r][..] =
- * k[r] . q, and mx = max(mx, s[r]) over the first nv (valid) keys. */
-LQ_INLINE void score_block(float *s, const uint16_t *q2t, const uint16_t *k, int dh8, float *mx, int nv,
-                           int c0, const int NC)
+/* The one product kernel, for 8 rows r of c and NC zmm of queries from
+ * c0: c[r][q] (= 0 first, or += when acc) sum_i a[i][q] . b[r][2i, 2i+1],
+ * over n pairs i; a holds LQ_QB query pairs per i ([n][QB][2]), b rows are
+ * ldb bf16 apart. Scores: a = q2t, b = keys, c = s. Output: a = p2,
+ * b = values^T, c = o^T. 8 x NC accumulators, NC loads and 8 broadcasts
+ * per 8 x NC dot products. */
+LQ_INLINE void lanes_mm(float *c, const uint16_t *a, const uint16_t *b, int ldb, int n, int c0, int acc,
+                        const int NC)
 {
-    __m512 acc[LQ_NJ][3];
+    __m512 t[8][3];
 #pragma GCC unroll 8
-    for (int r = 0; r < LQ_NJ; r++)
+    for (int r = 0; r < 8; r++)
 #pragma GCC unroll 3
-        for (int c = 0; c < NC; c++)
-            acc[r][c] = _mm512_setzero_ps();
-    for (int i = 0; i < dh8 / 2; i++) {
-        __m512i qv[3];
+        for (int j = 0; j < NC; j++)
+            t[r][j] = acc ? _mm512_load_ps(c + (size_t)r * LQ_QB + 16 * (c0 + j)) : _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        __m512i av[3];
 #pragma GCC unroll 3
-        for (int c = 0; c < NC; c++)
-            qv[c] = _mm512_load_si512((const void *)(q2t + (size_t)i * LQ_QB * 2 + 32 * (c0 + c)));
+        for (int j = 0; j < NC; j++)
+            av[j] = _mm512_load_si512((const void *)(a + (size_t)i * LQ_QB * 2 + 32 * (c0 + j)));
 #pragma GCC unroll 8
-        for (int r = 0; r < LQ_NJ; r++) {
+        for (int r = 0; r < 8; r++) {
             uint32_t pair;
-            memcpy(&pair, k + (size_t)r * dh8 + 2 * i, 4);
-            __m512i kb = _mm512_set1_epi32((int)pair);
+            memcpy(&pair, b + (size_t)r * ldb + 2 * i, 4);
+            __m512i bb = _mm512_set1_epi32((int)pair);
 #pragma GCC unroll 3
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)qv[c], (__m512bh)kb);
+            for (int j = 0; j < NC; j++)
+                t[r][j] = _mm512_dpbf16_ps(t[r][j], (__m512bh)av[j], (__m512bh)bb);
         }
     }
-#pragma GCC unroll 3
-    for (int c = 0; c < NC; c++) {
-        __m512 m = _mm512_load_ps(mx + 16 * (c0 + c));
 #pragma GCC unroll 8
-        for (int r = 0; r < LQ_NJ; r++) {
-            _mm512_store_ps(s + (size_t)r * LQ_QB + 16 * (c0 + c), acc[r][c]);
-            if (r < nv)
-                m = _mm512_max_ps(m, acc[r][c]);
-        }
-        _mm512_store_ps(mx + 16 * (c0 + c), m);
-    }
+    for (int r = 0; r < 8; r++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NC; j++)
+            _mm512_store_ps(c + (size_t)r * LQ_QB + 16 * (c0 + j), t[r][j]);
 }
 
-/* ot[d0 + r][c0*16 ..] += sum_jp p2[jp] . vt[d0 + r][2jp, 2jp+1] for the
- * LQ_ND channels from d0 and NC zmm of queries from c0. */
-LQ_INLINE void output_block(float *ot, const uint16_t *p2, const uint16_t *vt, int ldvt, int np,
-                            int c0, const int NC)
+/* Scores of 8 keys (rows of k, dh8 apart) for all queries, and mx =
+ * max(mx, s[r]) over the first nv (valid) of them. */
+static void score_block(float *s, const uint16_t *q2t, const uint16_t *k, int dh8, float *mx, int nv)
 {
-    __m512 acc[LQ_ND][3];
-#pragma GCC unroll 8
-    for (int r = 0; r < LQ_ND; r++)
-#pragma GCC unroll 3
-        for (int c = 0; c < NC; c++)
-            acc[r][c] = _mm512_load_ps(ot + (size_t)r * LQ_QB + 16 * (c0 + c));
-    for (int jp = 0; jp < np; jp++) {
-        __m512i pv[3];
-#pragma GCC unroll 3
-        for (int c = 0; c < NC; c++)
-            pv[c] = _mm512_load_si512((const void *)(p2 + (size_t)jp * LQ_QB * 2 + 32 * (c0 + c)));
-#pragma GCC unroll 8
-        for (int r = 0; r < LQ_ND; r++) {
-            uint32_t pair;
-            memcpy(&pair, vt + (size_t)r * ldvt + 2 * jp, 4);
-            __m512i vb = _mm512_set1_epi32((int)pair);
-#pragma GCC unroll 3
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)pv[c], (__m512bh)vb);
-        }
+    lanes_mm(s, q2t, k, dh8, dh8 / 2, 0, 0, 3);
+    lanes_mm(s, q2t, k, dh8, dh8 / 2, 3, 0, 3);
+    for (int c = 0; c < LQ_NQ; c++) {
+        __m512 m = _mm512_load_ps(mx + 16 * c);
+        for (int r = 0; r < LQ_NJ && r < nv; r++)
+            m = _mm512_max_ps(m, _mm512_load_ps(s + (size_t)r * LQ_QB + 16 * c));
+        _mm512_store_ps(mx + 16 * c, m);
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < LQ_ND; r++)
-#pragma GCC unroll 3
-        for (int c = 0; c < NC; c++)
-            _mm512_store_ps(ot + (size_t)r * LQ_QB + 16 * (c0 + c), acc[r][c]);
 }
 
 /* 2^x for x <= 0: a cubic on the fraction (minimax on [-0.5, 0.5],
@@ -234,11 +213,8 @@ static void attend_task(const struct lq_job *a, float *ws)
     for (int k0 = 0; k0 < a->Nk; k0 += LQ_KB) {
         int nk = a->Nk - k0 < LQ_KB ? a->Nk - k0 : LQ_KB;
         memcpy(mx, m, LQ_QB * sizeof(float));
-        for (int j = 0; j < nk; j += LQ_NJ) {
-            const uint16_t *kj = a->k + (size_t)(k0 + j) * dh8;
-            score_block(s + (size_t)j * LQ_QB, q2t, kj, dh8, mx, nk - j, 0, 3);
-            score_block(s + (size_t)j * LQ_QB, q2t, kj, dh8, mx, nk - j, 3, 3);
-        }
+        for (int j = 0; j < nk; j += LQ_NJ)
+            score_block(s + (size_t)j * LQ_QB, q2t, a->k + (size_t)(k0 + j) * dh8, dh8, mx, nk - j);
         /* mx is the new running max; rescale what came before when it grew. */
         int grew = 0;
         for (int c = 0; c < LQ_NQ; c++) {
@@ -265,8 +241,8 @@ static void attend_task(const struct lq_job *a, float *ws)
         int np = (nk + 1) / 2;
         const uint16_t *vt = a->vt + k0;
         for (int d0 = 0; d0 < dh8; d0 += LQ_ND) {
-            output_block(ot + (size_t)d0 * LQ_QB, p2, vt + (size_t)d0 * a->nkp, a->nkp, np, 0, 3);
-            output_block(ot + (size_t)d0 * LQ_QB, p2, vt + (size_t)d0 * a->nkp, a->nkp, np, 3, 3);
+            lanes_mm(ot + (size_t)d0 * LQ_QB, p2, vt + (size_t)d0 * a->nkp, a->nkp, np, 0, 1, 3);
+            lanes_mm(ot + (size_t)d0 * LQ_QB, p2, vt + (size_t)d0 * a->nkp, a->nkp, np, 3, 1, 3);
         }
     }
     for (int q = 0; q < a->rows; q++) {
