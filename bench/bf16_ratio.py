@@ -15,34 +15,27 @@ steps, guidance 7.5, one seed per pair).
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROMPT = "a photo of an astronaut riding a horse on mars"  # as bench/compare.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import GUIDANCE, PROMPT, REPO, grab, med  # noqa: E402  same settings as the table
 
 
 def image_seconds(model, size, prec, seed, steps, threads, out):
     cmd = [os.path.join(REPO, "build", "diffusiond"), "generate", "--model", model, "--prompt", PROMPT,
-           "--width", str(size), "--height", str(size), "--steps", str(steps), "--guidance", "7.5",
+           "--width", str(size), "--height", str(size), "--steps", str(steps), "--guidance", str(GUIDANCE),
            "--seed", str(seed), "--scheduler", "euler", "--threads", str(threads),
            "--precision", prec, "--output", out]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         sys.exit(f"generate failed ({prec}): {p.stderr.strip()}")
-    m = re.search(r", ([\d.]+) s$", p.stderr.strip())
-    if not m:
+    sec = grab(r", ([\d.]+) s$", p.stderr)  # generate's summary line
+    if sec is None:
         sys.exit(f"no timing in generate's output: {p.stderr.strip()}")
-    return float(m.group(1))
-
-
-def median(xs):
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+    return sec
 
 
 def main():
@@ -73,7 +66,7 @@ def main():
                           f"{fp32[-1] / bf16[-1]:.2f}x", flush=True)
                 ratios = [f / b for f, b in zip(fp32, bf16)]
                 r = {"model": m, "size": size, "fp32_s": fp32, "bf16_s": bf16, "ratios": ratios,
-                     "median_ratio": median(ratios), "ratio_of_medians": median(fp32) / median(bf16),
+                     "median_ratio": med(ratios), "ratio_of_medians": med(fp32) / med(bf16),
                      "commit": commit, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
                 results.append(r)
                 print(f"{m} {size}x{size}: bf16 {r['median_ratio']:.2f}x faster than fp32 (median of "

@@ -24,6 +24,7 @@
 #endif
 
 #include "tensor/attention.h"
+#include "tensor/bf16_dot.h"
 #include "tensor/vmath.h"
 
 #define ATT_QB 96  /* queries per task */
@@ -79,20 +80,6 @@ size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh)
     size_t rows = keys_ws(B, Nk, heads, dh, 1) + (size_t)omp_get_max_threads() * thread_ws(dh);
     size_t lanes = attention_lanes_ws(B, Nk, heads, dh);
     return rows > lanes ? rows : lanes;
-}
-
-/* dst[0..n) = bf16(src), zero up to npad. */
-static void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)
-{
-    int i = 0;
-#ifdef __AVX512BF16__
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-#endif
-    for (; i < n; i++)
-        dst[i] = bf16_round(src[i]);
-    for (; i < npad; i++)
-        dst[i] = 0;
 }
 
 #ifdef __AVX512F__
@@ -199,42 +186,11 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
 #endif
 }
 
-/* bf16 products, as mm_k but on pairs of bf16 (AVX512-BF16 dot products,
- * float32 accumulation): A rows hold k2 pairs, B row i holds the i-th pair
- * of every column (kt16: one 64-key chunk [dh2][64][2]; vp16: [nk2][dhp][2]). */
+/* bf16 products: bf16_dot_block (bf16_dot.h) with A = query or
+ * probability rows, B = kt16 (one 64-key chunk [dh2][64][2]) or vp16
+ * ([nk2][dhp][2]). */
 #ifdef __AVX512BF16__
-ATT_INLINE void mm16_k(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb,
-                       int k2, float scale, const int acc, const int NR, const int NC)
-{
-    __m512 t[ATT_NR][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < NC; j++)
-            t[r][j] = acc ? _mm512_loadu_ps(c + (size_t)r * ldc + 16 * j) : _mm512_setzero_ps();
-    for (int i = 0; i < k2; i++) {
-        const uint16_t *br = b + (size_t)i * ldb;
-        __m512i bv[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < NC; j++)
-            bv[j] = _mm512_loadu_si512((const void *)(br + 32 * j));
-#pragma GCC unroll 6
-        for (int r = 0; r < NR; r++) {
-            uint32_t pair;
-            memcpy(&pair, a + (size_t)r * lda + 2 * i, 4);
-            __m512i ab = _mm512_set1_epi32((int)pair);
-#pragma GCC unroll 4
-            for (int j = 0; j < NC; j++)
-                t[r][j] = _mm512_dpbf16_ps(t[r][j], (__m512bh)bv[j], (__m512bh)ab);
-        }
-    }
-    __m512 vs = _mm512_set1_ps(scale);
-#pragma GCC unroll 6
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < NC; j++)
-            _mm512_storeu_ps(c + (size_t)r * ldc + 16 * j, acc ? t[r][j] : _mm512_mul_ps(t[r][j], vs));
-}
+#define mm16_k bf16_dot_block
 #endif
 
 static void scores16(float *s, const uint16_t *q16, int ldq16, const uint16_t *kt16, int dh2, int nr,

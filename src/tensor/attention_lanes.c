@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "tensor/attention.h"
+#include "tensor/bf16_dot.h"
 #include "tensor/vmath.h"
 
 #ifdef __AVX512BF16__
@@ -38,21 +39,6 @@
 #define LQ_KB 128 /* keys per tile (even) */
 #define LQ_NJ 8   /* keys per score register block (lanes_mm's 8 rows) */
 #define LQ_ND 8   /* channels per output register block (the same) */
-
-/* dst[0..n) = bf16(src), zero up to npad. */
-static void to_bf16_pad(uint16_t *dst, const float *src, int n, int npad)
-{
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-    if (i < n) {
-        __mmask16 t = (__mmask16)((1u << (n - i)) - 1);
-        _mm256_mask_storeu_epi16(dst + i, t, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(t, src + i)));
-        i = n;
-    }
-    for (; i < npad; i++)
-        dst[i] = 0;
-}
 
 static int pad8(int dh) { return (dh + 7) & ~7; }
 static int pad_keys(int Nk) { return (Nk + LQ_NJ - 1) / LQ_NJ * LQ_NJ; }
@@ -80,41 +66,16 @@ size_t attention_lanes_ws(int B, int Nk, int heads, int dh)
 
 #define LQ_INLINE static inline __attribute__((always_inline))
 
-/* The one product kernel, for 8 rows r of c and NC zmm of queries from
- * c0: c[r][q] (= 0 first, or += when acc) sum_i a[i][q] . b[r][2i, 2i+1],
- * over n pairs i; a holds LQ_QB query pairs per i ([n][QB][2]), b rows are
- * ldb bf16 apart. Scores: a = q2t, b = keys, c = s. Output: a = p2,
- * b = values^T, c = o^T. 8 x NC accumulators, NC loads and 8 broadcasts
- * per 8 x NC dot products. */
+/* Both products, for 8 rows r of c and NC zmm of queries from c0:
+ * c[r][q] (= 0 first, or += when acc) sum_i a[i][q] . b[r][2i, 2i+1] over
+ * n pairs i; a holds LQ_QB query pairs per i ([n][QB][2]) and is the
+ * vector operand of bf16_dot_block, b's rows (ldb bf16 apart) are
+ * broadcast. Scores: a = q2t, b = keys, c = s. Output: a = p2,
+ * b = values^T, c = o^T. */
 LQ_INLINE void lanes_mm(float *c, const uint16_t *a, const uint16_t *b, int ldb, int n, int c0, int acc,
                         const int NC)
 {
-    __m512 t[8][3];
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++)
-#pragma GCC unroll 3
-        for (int j = 0; j < NC; j++)
-            t[r][j] = acc ? _mm512_load_ps(c + (size_t)r * LQ_QB + 16 * (c0 + j)) : _mm512_setzero_ps();
-    for (int i = 0; i < n; i++) {
-        __m512i av[3];
-#pragma GCC unroll 3
-        for (int j = 0; j < NC; j++)
-            av[j] = _mm512_load_si512((const void *)(a + (size_t)i * LQ_QB * 2 + 32 * (c0 + j)));
-#pragma GCC unroll 8
-        for (int r = 0; r < 8; r++) {
-            uint32_t pair;
-            memcpy(&pair, b + (size_t)r * ldb + 2 * i, 4);
-            __m512i bb = _mm512_set1_epi32((int)pair);
-#pragma GCC unroll 3
-            for (int j = 0; j < NC; j++)
-                t[r][j] = _mm512_dpbf16_ps(t[r][j], (__m512bh)av[j], (__m512bh)bb);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++)
-#pragma GCC unroll 3
-        for (int j = 0; j < NC; j++)
-            _mm512_store_ps(c + (size_t)r * LQ_QB + 16 * (c0 + j), t[r][j]);
+    bf16_dot_block(c + 16 * c0, LQ_QB, b, ldb, a + 32 * c0, LQ_QB * 2, n, 1.0f, acc, 8, NC);
 }
 
 /* Scores of 8 keys (rows of k, dh8 apart) for all queries, and mx =
@@ -164,7 +125,7 @@ static void pack_queries(uint16_t *q2t, const struct lq_job *a)
     if (a->rows < LQ_QB)
         memset(q2t, 0, (size_t)a->dh8 * LQ_QB * sizeof(uint16_t));
     for (int q = 0; q < a->rows; q++) {
-        to_bf16_pad(row, a->q + (size_t)q * a->ldq, a->dh, a->dh8);
+        to_bf16_row(row, a->q + (size_t)q * a->ldq, a->dh, a->dh8);
         uint32_t *dst = (uint32_t *)q2t + q;
         for (int i = 0; i < a->dh8 / 2; i++) {
             uint32_t pair;
@@ -262,8 +223,8 @@ static void pack_keys(uint16_t *kp, uint16_t *vt, const float *k, const float *v
     for (int j8 = j0; j8 < j1; j8 += 8) {
         for (int j = j8; j < j8 + 8; j++) {
             if (j < Nk) {
-                to_bf16_pad(kp + (size_t)j * dh8, k + (size_t)j * ldk, dh, dh8);
-                to_bf16_pad(vr[j - j8], v + (size_t)j * ldv, dh, dh8);
+                to_bf16_row(kp + (size_t)j * dh8, k + (size_t)j * ldk, dh, dh8);
+                to_bf16_row(vr[j - j8], v + (size_t)j * ldv, dh, dh8);
             } else {
                 memset(kp + (size_t)j * dh8, 0, (size_t)dh8 * sizeof(uint16_t));
                 memset(vr[j - j8], 0, (size_t)dh8 * sizeof(uint16_t));

@@ -33,6 +33,30 @@ static inline float bf16_to_f32(uint16_t h)
     return f;
 }
 
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
+
+/* dst[0..n) = bf16(src), zero up to npad (a row of an operand packed for
+ * AVX512-BF16 dot products). */
+static inline void to_bf16_row(uint16_t *dst, const float *src, int n, int npad)
+{
+    int i = 0;
+#ifdef __AVX512BF16__
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 t = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, t, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(t, src + i)));
+        i = n;
+    }
+#endif
+    for (; i < n; i++)
+        dst[i] = bf16_round(src[i]);
+    for (; i < npad; i++)
+        dst[i] = 0;
+}
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 
