@@ -23,6 +23,13 @@ static inline int conv_px(long px)
 }
 
 /* "<prefix>.weight" [out, in, k, k], "<prefix>.bias" [out]; stride/padding. */
+/* n linears of the file (prefixes[i].weight [out, in], .bias) loaded as
+ * one [n*out, in] layer: the products that share an input (attention's q,
+ * k, v) run as one wider product, output row r holding layer i's outputs
+ * at columns i*out .. i*out+out-1. */
+#define LINEAR_MAX_STACK 3
+void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *const *prefixes, int n,
+                         int in, int out, int bias);
 void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,
                int stride, int pad_lo, int pad_hi);
 void load_norm(struct weights *w, struct nn_norm *n, const char *prefix, int c);

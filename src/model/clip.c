@@ -43,9 +43,10 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
 #define NAME(s) (snprintf(n, sizeof n, "%s.%s", p, s), n)
         load_norm(w, &l->ln1, NAME("layer_norm1"), H);
         load_norm(w, &l->ln2, NAME("layer_norm2"), H);
-        load_linear(w, &l->q, NAME("self_attn.q_proj"), H, H, 1, 0);
-        load_linear(w, &l->k, NAME("self_attn.k_proj"), H, H, 1, 0);
-        load_linear(w, &l->v, NAME("self_attn.v_proj"), H, H, 1, 0);
+        char qn[192], kn[192], vn[192];
+        const char *qkv[] = {strcpy(qn, NAME("self_attn.q_proj")), strcpy(kn, NAME("self_attn.k_proj")),
+                             strcpy(vn, NAME("self_attn.v_proj"))};
+        load_linear_stacked(w, &l->qkv, qkv, 3, H, H, 1);
         load_linear(w, &l->o, NAME("self_attn.out_proj"), H, H, 1, 0);
         load_linear(w, &l->fc1, NAME("mlp.fc1"), H, I, 1, 0);
         load_linear(w, &l->fc2, NAME("mlp.fc2"), I, H, 1, 0);
@@ -64,7 +65,7 @@ static void clip_run(struct clip *c, const int32_t *ids, int T, int n_layers, fl
     int H = g->hidden, dh = H / g->heads;
     size_t TH = (size_t)T * H;
     float *x = nn_alloc(nn, TH), *h = nn_alloc(nn, TH);
-    float *q = nn_alloc(nn, TH), *k = nn_alloc(nn, TH), *v = nn_alloc(nn, TH);
+    float *qkv = nn_alloc(nn, 3 * TH);
     float *mlp = nn_alloc(nn, (size_t)T * g->intermediate);
     if (!nn_measuring(nn))
         for (int t = 0; t < T; t++)
@@ -74,12 +75,11 @@ static void clip_run(struct clip *c, const int32_t *ids, int T, int n_layers, fl
     for (int li = 0; li < n_layers; li++) {
         struct clip_layer *l = &c->layers[li];
         nn_layernorm(nn, h, x, &l->ln1, T, g->eps);
-        nn_linear(nn, &l->q, h, q, T);
-        nn_linear(nn, &l->k, h, k, T);
-        nn_linear(nn, &l->v, h, v, T);
-        nn_attention(nn, h, q, k, v, 1, T, T, g->heads, dh, H, H, H, 1.0f / sqrtf((float)dh), 1);
-        nn_linear(nn, &l->o, h, q, T);
-        nn_add(nn, x, x, q, TH);
+        nn_linear(nn, &l->qkv, h, qkv, T); /* rows [q | k | v] */
+        nn_attention(nn, h, qkv, qkv + H, qkv + 2 * H, 1, T, T, g->heads, dh, 3 * H, 3 * H, 3 * H,
+                     1.0f / sqrtf((float)dh), 1);
+        nn_linear(nn, &l->o, h, qkv, T);
+        nn_add(nn, x, x, qkv, TH);
         nn_layernorm(nn, h, x, &l->ln2, T, g->eps);
         nn_linear(nn, &l->fc1, h, mlp, T);
         nn_activation(nn, mlp, (size_t)T * g->intermediate, act);
@@ -138,9 +138,9 @@ void clip_free(struct clip *c)
 {
     if (c->layers)
         for (int i = 0; i < c->cfg.layers; i++) {
-            struct nn_linear *ls[] = {&c->layers[i].q, &c->layers[i].k, &c->layers[i].v,
-                                      &c->layers[i].o, &c->layers[i].fc1, &c->layers[i].fc2};
-            for (int j = 0; j < 6; j++)
+            struct nn_linear *ls[] = {&c->layers[i].qkv, &c->layers[i].o, &c->layers[i].fc1,
+                                      &c->layers[i].fc2};
+            for (int j = 0; j < 4; j++)
                 nn_linear_release(c->nn.be, ls[j]);
         }
     free(c->layers);

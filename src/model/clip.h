@@ -17,7 +17,7 @@
 
 struct clip_layer {
     struct nn_norm ln1, ln2;
-    struct nn_linear q, k, v, o; /* [H, H] with bias */
+    struct nn_linear qkv, o;     /* q, k, v stacked: [3H, H]; o [H, H]; with bias */
     struct nn_linear fc1;        /* [I, H] */
     struct nn_linear fc2;        /* [H, I] */
 };

@@ -32,9 +32,10 @@ static int transformer_load(struct weights *w, struct transformer *t, const char
         load_norm(w, &b->norm1, NAME("norm1"), C);
         load_norm(w, &b->norm2, NAME("norm2"), C);
         load_norm(w, &b->norm3, NAME("norm3"), C);
-        load_linear(w, &b->q1, NAME("attn1.to_q"), C, C, 0, 0);
-        load_linear(w, &b->k1, NAME("attn1.to_k"), C, C, 0, 0);
-        load_linear(w, &b->v1, NAME("attn1.to_v"), C, C, 0, 0);
+        char qn[256], kn[256], vn[256];
+        const char *qkv[] = {strcpy(qn, NAME("attn1.to_q")), strcpy(kn, NAME("attn1.to_k")),
+                             strcpy(vn, NAME("attn1.to_v"))};
+        load_linear_stacked(w, &b->qkv1, qkv, 3, C, C, 0);
         load_linear(w, &b->o1, NAME("attn1.to_out.0"), C, C, 1, 0);
         load_linear(w, &b->q2, NAME("attn2.to_q"), C, C, 0, 0);
         load_linear(w, &b->k2, NAME("attn2.to_k"), ctx_dim, C, 0, 0);
@@ -160,16 +161,15 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
     size_t m = nn_mark(nn), BNC = (size_t)B * N * C;
     int BN = B * N, dh = C / heads, kvn = N > T ? N : T;
     float scale = 1.0f / sqrtf((float)dh);
-    float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *q = nn_alloc(nn, BNC);
-    float *k = nn_alloc(nn, (size_t)B * kvn * C), *v = nn_alloc(nn, (size_t)B * kvn * C);
+    float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *qkv = nn_alloc(nn, BNC + 2 * (size_t)B * kvn * C);
 
     nn_layernorm(nn, h, x, &b->norm1, BN, 1e-5f);
-    nn_linear(nn, &b->q1, h, q, BN);
-    nn_linear(nn, &b->k1, h, k, BN);
-    nn_linear(nn, &b->v1, h, v, BN);
-    nn_attention(nn, o, q, k, v, B, N, N, heads, dh, C, C, C, scale, 0);
+    nn_linear(nn, &b->qkv1, h, qkv, BN); /* rows [q | k | v] */
+    nn_attention(nn, o, qkv, qkv + C, qkv + 2 * C, B, N, N, heads, dh, 3 * C, 3 * C, 3 * C, scale, 0);
     nn_linear_ex(nn, &b->o1, o, x, BN, 1); /* x += to_out(o) */
 
+    /* cross-attention reuses the buffer: q [B*N, C], k and v [B*T, C] (T may exceed N) */
+    float *q = qkv, *k = q + BNC, *v = k + (size_t)B * kvn * C;
     nn_layernorm(nn, h, x, &b->norm2, BN, 1e-5f);
     nn_linear(nn, &b->q2, h, q, BN);
     nn_linear(nn, &b->k2, ctx, k, B * T);
@@ -374,8 +374,7 @@ static void transformer_release(const struct nn_backend *be, struct transformer 
     nn_linear_release(be, &t->proj_out);
     for (int i = 0; t->blocks && i < t->n_blocks; i++) {
         struct tblock *b = &t->blocks[i];
-        struct nn_linear *ls[] = {&b->q1, &b->k1, &b->v1, &b->o1, &b->q2, &b->k2,
-                                  &b->v2, &b->o2, &b->ff1, &b->ff2};
+        struct nn_linear *ls[] = {&b->qkv1, &b->o1, &b->q2, &b->k2, &b->v2, &b->o2, &b->ff1, &b->ff2};
         for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++)
             nn_linear_release(be, ls[j]);
     }

@@ -15,7 +15,7 @@
 
 struct tblock { /* BasicTransformerBlock */
     struct nn_norm norm1, norm2, norm3;
-    struct nn_linear q1, k1, v1, o1;  /* self-attention */
+    struct nn_linear qkv1, o1;        /* self-attention (to_q, to_k, to_v stacked) */
     struct nn_linear q2, k2, v2, o2;  /* cross-attention */
     struct nn_linear ff1, ff2;        /* GEGLU feed-forward */
 };

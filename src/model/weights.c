@@ -78,6 +78,28 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *d)
         snprintf(buf + o, len - o, "]");
 }
 
+/* A buffer of n floats owned by w (freed by weights_drop or weights_free). */
+static float *own(struct weights *w, size_t n, const char *name)
+{
+    if (w->n_owned == w->cap_owned) {
+        int cap = w->cap_owned ? w->cap_owned * 2 : 256;
+        float **p = realloc(w->owned, cap * sizeof *p);
+        if (!p) {
+            fail(w, SD_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        w->owned = p;
+        w->cap_owned = cap;
+    }
+    float *buf = malloc((n ? n : 1) * sizeof(float));
+    if (!buf) {
+        fail(w, SD_ERR_NOMEM, "out of memory converting '%s'", name);
+        return NULL;
+    }
+    w->owned[w->n_owned++] = buf;
+    return buf;
+}
+
 const float *weights_get(struct weights *w, const char *name, int ndim, ...)
 {
     if (w->status)
@@ -112,28 +134,33 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
              st_dtype_name(t->dtype));
         return NULL;
     }
-    if (w->n_owned == w->cap_owned) {
-        int cap = w->cap_owned ? w->cap_owned * 2 : 256;
-        float **p = realloc(w->owned, cap * sizeof *p);
-        if (!p) {
-            fail(w, SD_ERR_NOMEM, "out of memory");
-            return NULL;
-        }
-        w->owned = p;
-        w->cap_owned = cap;
-    }
-    float *buf = malloc((t->numel ? t->numel : 1) * sizeof(float));
-    if (!buf) {
-        fail(w, SD_ERR_NOMEM, "out of memory converting '%s'", name);
+    float *buf = own(w, (size_t)t->numel, name);
+    if (!buf)
         return NULL;
-    }
     struct sd_err e;
     if (st_to_f32(t, buf, &e)) {
+        w->n_owned--;
         free(buf);
         fail(w, e.code, "tensor '%s': %s", name, e.msg);
         return NULL;
     }
-    w->owned[w->n_owned++] = buf;
+    return buf;
+}
+
+const float *weights_stack(struct weights *w, const float *const *parts, int n, size_t each,
+                           const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (!parts[i] || w->status)
+            return NULL;
+    float *buf = own(w, (size_t)n * each, name);
+    if (!buf)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        memcpy(buf + (size_t)i * each, parts[i], each * sizeof(float));
+        weights_drop(w, parts[i], each);
+    }
+    w->used += (size_t)n * each * sizeof(float);
     return buf;
 }
 

@@ -62,6 +62,13 @@ static inline size_t weights_resident(const struct weights *w)
     return w->used - w->dropped + w->prepared;
 }
 
+/* The tensors parts[0..n) (each `each` floats, from weights_get) stacked
+ * one after the other in a buffer owned by w, for layers that run several
+ * of the file's matrices as one product (attention's q, k and v). The
+ * parts are dropped (weights_drop); they must not be used afterwards.
+ * NULL if a part is NULL or on error (sticky, `name` in the message). */
+const float *weights_stack(struct weights *w, const float *const *parts, int n, size_t each,
+                           const char *name);
 /* 1 if the file has a tensor of that name (for alternative spellings). */
 int weights_has(const struct weights *w, const char *name);
 
