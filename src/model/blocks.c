@@ -51,26 +51,26 @@ void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int
     prepare_linear(w, l, prefix);
 }
 
-void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *const *prefixes, int n,
-                         int in, int out, int bias)
+void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *base,
+                         const char *const *names, int n, int in, int out, int bias)
 {
-    char name[256];
-    const float *ws[LINEAR_MAX_STACK], *bs[LINEAR_MAX_STACK];
+    char name[320];
+    const float *ws[LINEAR_MAX_STACK], *bs[LINEAR_MAX_STACK] = {0};
     SD_ASSERT(n <= LINEAR_MAX_STACK);
     for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "%s.weight", prefixes[i]);
+        snprintf(name, sizeof name, "%s.%s.weight", base, names[i]);
         ws[i] = weights_get(w, name, 2, out, in);
-        bs[i] = NULL;
         if (bias) {
-            snprintf(name, sizeof name, "%s.bias", prefixes[i]);
+            snprintf(name, sizeof name, "%s.%s.bias", base, names[i]);
             bs[i] = weights_get(w, name, 1, out);
         }
     }
+    snprintf(name, sizeof name, "%s.%s", base, names[0]);
     l->in = in;
     l->out = n * out;
-    l->w = weights_stack(w, ws, n, (size_t)out * in, prefixes[0]);
-    l->b = bias ? weights_stack(w, bs, n, (size_t)out, prefixes[0]) : NULL;
-    prepare_linear(w, l, prefixes[0]);
+    l->w = weights_stack(w, ws, n, (size_t)out * in, name);
+    l->b = bias ? weights_stack(w, bs, n, (size_t)out, name) : NULL;
+    prepare_linear(w, l, name);
 }
 
 void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,

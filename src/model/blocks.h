@@ -22,14 +22,14 @@ static inline int conv_px(long px)
     return px > INT_MAX ? INT_MAX : (int)px;
 }
 
-/* "<prefix>.weight" [out, in, k, k], "<prefix>.bias" [out]; stride/padding. */
-/* n linears of the file (prefixes[i].weight [out, in], .bias) loaded as
- * one [n*out, in] layer: the products that share an input (attention's q,
- * k, v) run as one wider product, output row r holding layer i's outputs
- * at columns i*out .. i*out+out-1. */
+/* n linears of the file ("<base>.<names[i]>.weight" [out, in], .bias)
+ * loaded as one [n*out, in] layer: products that share an input
+ * (attention's q, k, v) run as one wider product, output row r holding
+ * layer i's outputs at columns i*out .. i*out+out-1. */
 #define LINEAR_MAX_STACK 3
-void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *const *prefixes, int n,
-                         int in, int out, int bias);
+void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *base,
+                         const char *const *names, int n, int in, int out, int bias);
+/* "<prefix>.weight" [out, in, k, k], "<prefix>.bias" [out]; stride/padding. */
 void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,
                int stride, int pad_lo, int pad_hi);
 void load_norm(struct weights *w, struct nn_norm *n, const char *prefix, int c);

@@ -43,10 +43,8 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
 #define NAME(s) (snprintf(n, sizeof n, "%s.%s", p, s), n)
         load_norm(w, &l->ln1, NAME("layer_norm1"), H);
         load_norm(w, &l->ln2, NAME("layer_norm2"), H);
-        char qn[192], kn[192], vn[192];
-        const char *qkv[] = {strcpy(qn, NAME("self_attn.q_proj")), strcpy(kn, NAME("self_attn.k_proj")),
-                             strcpy(vn, NAME("self_attn.v_proj"))};
-        load_linear_stacked(w, &l->qkv, qkv, 3, H, H, 1);
+        static const char *const qkv[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"};
+        load_linear_stacked(w, &l->qkv, p, qkv, 3, H, H, 1);
         load_linear(w, &l->o, NAME("self_attn.out_proj"), H, H, 1, 0);
         load_linear(w, &l->fc1, NAME("mlp.fc1"), H, I, 1, 0);
         load_linear(w, &l->fc2, NAME("mlp.fc2"), I, H, 1, 0);

@@ -32,10 +32,9 @@ static int transformer_load(struct weights *w, struct transformer *t, const char
         load_norm(w, &b->norm1, NAME("norm1"), C);
         load_norm(w, &b->norm2, NAME("norm2"), C);
         load_norm(w, &b->norm3, NAME("norm3"), C);
-        char qn[256], kn[256], vn[256];
-        const char *qkv[] = {strcpy(qn, NAME("attn1.to_q")), strcpy(kn, NAME("attn1.to_k")),
-                             strcpy(vn, NAME("attn1.to_v"))};
-        load_linear_stacked(w, &b->qkv1, qkv, 3, C, C, 0);
+        static const char *const qkv[] = {"attn1.to_q", "attn1.to_k", "attn1.to_v"};
+        snprintf(n, sizeof n, "%s.transformer_blocks.%d", prefix, i);
+        load_linear_stacked(w, &b->qkv1, n, qkv, 3, C, C, 0);
         load_linear(w, &b->o1, NAME("attn1.to_out.0"), C, C, 1, 0);
         load_linear(w, &b->q2, NAME("attn2.to_q"), C, C, 0, 0);
         load_linear(w, &b->k2, NAME("attn2.to_k"), ctx_dim, C, 0, 0);

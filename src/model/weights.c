@@ -93,7 +93,7 @@ static float *own(struct weights *w, size_t n, const char *name)
     }
     float *buf = malloc((n ? n : 1) * sizeof(float));
     if (!buf) {
-        fail(w, SD_ERR_NOMEM, "out of memory converting '%s'", name);
+        fail(w, SD_ERR_NOMEM, "out of memory for '%s'", name);
         return NULL;
     }
     w->owned[w->n_owned++] = buf;
@@ -150,8 +150,10 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
 const float *weights_stack(struct weights *w, const float *const *parts, int n, size_t each,
                            const char *name)
 {
+    if (w->status)
+        return NULL;
     for (int i = 0; i < n; i++)
-        if (!parts[i] || w->status)
+        if (!parts[i])
             return NULL;
     float *buf = own(w, (size_t)n * each, name);
     if (!buf)
