@@ -72,14 +72,12 @@ static void clip_run(struct clip *c, const int32_t *ids, int T, int n_layers, fl
     enum nn_act act = g->act == CLIP_GELU ? NN_GELU : NN_QUICK_GELU;
     for (int li = 0; li < n_layers; li++) {
         struct clip_layer *l = &c->layers[li];
-        nn_layernorm(nn, h, x, &l->ln1, T, g->eps);
-        nn_linear(nn, &l->qkv, h, qkv, T); /* rows [q | k | v] */
+        nn_layernorm_linear(nn, &l->qkv, qkv, x, &l->ln1, T, g->eps, h, 0); /* rows [q | k | v] */
         nn_attention(nn, h, qkv, qkv + H, qkv + 2 * H, 1, T, T, g->heads, dh, 3 * H, 3 * H, 3 * H,
                      1.0f / sqrtf((float)dh), 1);
         nn_linear(nn, &l->o, h, qkv, T);
         nn_add(nn, x, x, qkv, TH);
-        nn_layernorm(nn, h, x, &l->ln2, T, g->eps);
-        nn_linear(nn, &l->fc1, h, mlp, T);
+        nn_layernorm_linear(nn, &l->fc1, mlp, x, &l->ln2, T, g->eps, h, 0);
         nn_activation(nn, mlp, (size_t)T * g->intermediate, act);
         nn_linear(nn, &l->fc2, mlp, h, T);
         nn_add(nn, x, x, h, TH);

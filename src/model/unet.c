@@ -162,15 +162,13 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
     float scale = 1.0f / sqrtf((float)dh);
     float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *qkv = nn_alloc(nn, BNC + 2 * (size_t)B * kvn * C);
 
-    nn_layernorm(nn, h, x, &b->norm1, BN, 1e-5f);
-    nn_linear(nn, &b->qkv1, h, qkv, BN); /* rows [q | k | v] */
+    nn_layernorm_linear(nn, &b->qkv1, qkv, x, &b->norm1, BN, 1e-5f, h, 0); /* rows [q | k | v] */
     nn_attention(nn, o, qkv, qkv + C, qkv + 2 * C, B, N, N, heads, dh, 3 * C, 3 * C, 3 * C, scale, 0);
     nn_linear_ex(nn, &b->o1, o, x, BN, 1); /* x += to_out(o) */
 
     /* cross-attention reuses the buffer: q [B*N, C], k and v [B*T, C] (T may exceed N) */
     float *q = qkv, *k = q + BNC, *v = k + (size_t)B * kvn * C;
-    nn_layernorm(nn, h, x, &b->norm2, BN, 1e-5f);
-    nn_linear(nn, &b->q2, h, q, BN);
+    nn_layernorm_linear(nn, &b->q2, q, x, &b->norm2, BN, 1e-5f, h, 0);
     nn_linear(nn, &b->k2, ctx, k, B * T);
     nn_linear(nn, &b->v2, ctx, v, B * T);
     nn_attention(nn, o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0);
@@ -179,10 +177,8 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
     nn_release(nn, m);
     h = nn_alloc(nn, BNC);
     float *ff = nn_alloc(nn, BNC * 8), *g = nn_alloc(nn, BNC * 4);
-    nn_layernorm(nn, h, x, &b->norm3, BN, 1e-5f);
-    nn_linear(nn, &b->ff1, h, ff, BN);
-    nn_geglu(nn, g, ff, BN, 4 * C);
-    nn_linear_ex(nn, &b->ff2, g, x, BN, 1);
+    nn_layernorm_linear(nn, &b->ff1, ff, x, &b->norm3, BN, 1e-5f, h, 0);
+    nn_geglu_linear(nn, &b->ff2, x, ff, BN, 4 * C, g, 1); /* x += ff2(geglu(ff)) */
     nn_release(nn, m);
 }
 

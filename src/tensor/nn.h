@@ -106,6 +106,16 @@ struct nn_backend {
     void (*add)(float *out, const float *a, const float *b, size_t n);
     /* x[b, p, c] += bias[b*C + c] for p < HW */
     void (*add_channel_bias)(float *x, const float *bias, int B, int HW, int C);
+    /* Optional fused pairs, for backends whose products read their input
+     * in another format than float32 (bf16): the first op writes the
+     * product's input in that format, and the float32 activation is never
+     * stored or converted. out = linear(layernorm(in)) and out =
+     * linear(geglu(in)) (+= when accumulate), same results as the two ops
+     * in a row; ws: linear_ws(l, N) floats. NULL: the model runs the two. */
+    void (*layernorm_linear)(const struct nn_linear *l, float *out, const float *in,
+                             const struct nn_norm *n, int N, float eps, int accumulate, float *ws);
+    void (*geglu_linear)(const struct nn_linear *l, float *out, const float *in, int N, int F,
+                         int accumulate, float *ws);
     /* Nearest-neighbour resize [B,H,W,C] -> [B,OH,OW,C] (PyTorch "nearest"). */
     void (*upsample_nearest)(float *out, const float *in, int B, int H, int W, int C, int OH, int OW);
     /* out[p, :] = concat(a[p, :Ca], b[p, :Cb]) for p < npix */
@@ -116,7 +126,8 @@ struct nn_backend {
  * op kind, accumulated by the dispatch functions below while enabled. */
 enum nn_op {
     NN_OP_CONV, NN_OP_LINEAR, NN_OP_ATTENTION, NN_OP_GROUPNORM, NN_OP_LAYERNORM, NN_OP_GEGLU,
-    NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT, NN_OP_COUNT
+    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
+    NN_OP_COUNT
 };
 struct nn_profile {
     int enabled;
@@ -245,6 +256,54 @@ static inline void nn_geglu(struct nn *nn, float *out, const float *in, size_t N
     NN_PROF_BEGIN();
     nn->be->geglu(out, in, N, F);
     NN_PROF_END(NN_OP_GEGLU, 0);
+}
+
+/* out = linear(layernorm(in)) over N rows, or += when accumulate: one
+ * fused backend op where there is one, else the two ops through tmp
+ * ([N, n->c] floats). */
+static inline void nn_layernorm_linear(struct nn *nn, struct nn_linear *l, float *out, const float *in,
+                                       const struct nn_norm *n, int N, float eps, float *tmp,
+                                       int accumulate)
+{
+    if (!nn->be->layernorm_linear) {
+        nn_layernorm(nn, tmp, in, n, N, eps);
+        nn_linear_ex(nn, l, tmp, out, N, accumulate);
+        return;
+    }
+    size_t m = nn_mark(nn);
+    float *ws = nn_alloc(nn, nn->be->linear_ws(l, N));
+    if (nn_measuring(nn)) {
+        if (!nn->status && nn->be->linear_plan)
+            nn->status = nn->be->linear_plan(l, N, accumulate, &nn->err);
+    } else {
+        NN_PROF_BEGIN();
+        nn->be->layernorm_linear(l, out, in, n, N, eps, accumulate, ws);
+        NN_PROF_END(NN_OP_LN_LINEAR, 2.0 * N * l->in * l->out);
+    }
+    nn_release(nn, m);
+}
+
+/* out = linear(geglu(in)) over N rows of 2F, or += when accumulate; tmp:
+ * [N, F] floats for the unfused path. */
+static inline void nn_geglu_linear(struct nn *nn, struct nn_linear *l, float *out, const float *in,
+                                   int N, int F, float *tmp, int accumulate)
+{
+    if (!nn->be->geglu_linear) {
+        nn_geglu(nn, tmp, in, N, F);
+        nn_linear_ex(nn, l, tmp, out, N, accumulate);
+        return;
+    }
+    size_t m = nn_mark(nn);
+    float *ws = nn_alloc(nn, nn->be->linear_ws(l, N));
+    if (nn_measuring(nn)) {
+        if (!nn->status && nn->be->linear_plan)
+            nn->status = nn->be->linear_plan(l, N, accumulate, &nn->err);
+    } else {
+        NN_PROF_BEGIN();
+        nn->be->geglu_linear(l, out, in, N, F, accumulate, ws);
+        NN_PROF_END(NN_OP_GEGLU_LINEAR, 2.0 * N * l->in * l->out);
+    }
+    nn_release(nn, m);
 }
 
 static inline void nn_activation(struct nn *nn, float *x, size_t n, enum nn_act act)

@@ -490,16 +490,11 @@ static void to_bf16(uint16_t *dst, const float *src, size_t n)
     }
 }
 
-static void run(const struct dn_layer *st, const int key[4], const float *in, size_t in_n, float *out,
-                float *ws)
+/* src: float32, or bf16 when the layer is (converted by the caller). */
+static void execute(const struct dn_layer *st, const int key[4], const void *src, float *out)
 {
     struct dn_entry *e = entry_find(st, key);
     SD_ASSERT(e); /* planned in measure mode */
-    const void *src = in;
-    if (st->bf16) {
-        to_bf16((uint16_t *)ws, in, in_n);
-        src = ws;
-    }
     dnnl_memory_set_data_handle(e->src, (void *)src);
     dnnl_memory_set_data_handle(e->dst, out);
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei},
@@ -508,6 +503,14 @@ static void run(const struct dn_layer *st, const int key[4], const float *in, si
     SD_ASSERT(s == dnnl_success);
     s = dnnl_stream_wait(stream);
     SD_ASSERT(s == dnnl_success);
+}
+
+static void run(const struct dn_layer *st, const int key[4], const float *in, size_t in_n, float *out,
+                float *ws)
+{
+    if (st->bf16)
+        to_bf16((uint16_t *)ws, in, in_n);
+    execute(st, key, st->bf16 ? (const void *)ws : in, out);
 }
 
 void onednn_conv2d_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
@@ -522,6 +525,15 @@ void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, i
 {
     int key[4] = {M, accumulate, 0, 0};
     run(l->be_state, key, in, (size_t)M * l->in, out, ws);
+}
+
+void onednn_linear_run_bf16(const struct nn_linear *l, const uint16_t *in16, float *out, int M,
+                            int accumulate)
+{
+    const struct dn_layer *st = l->be_state;
+    SD_ASSERT(st->bf16);
+    int key[4] = {M, accumulate, 0, 0};
+    execute(st, key, in16, out);
 }
 
 size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W)

@@ -6,6 +6,8 @@
 #ifndef SD_ONEDNN_H
 #define SD_ONEDNN_H
 
+#include <stdint.h>
+
 #include "tensor/nn.h"
 
 /* Load time: weights into oneDNN's preferred layout, f32 or bf16. */
@@ -19,6 +21,10 @@ void onednn_conv2d_run(const struct nn_conv2d *l, const float *in, float *out, i
                        int accumulate, float *ws);
 void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, int M, int accumulate,
                        float *ws);
+/* The same for a bf16-prepared layer whose input is already bf16 (in16:
+ * [M, in] uint16): no conversion, no scratch. */
+void onednn_linear_run_bf16(const struct nn_linear *l, const uint16_t *in16, float *out, int M,
+                            int accumulate);
 size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W);
 size_t onednn_linear_ws(const struct nn_linear *l, int M);
 /* Bytes of weight copies made for shapes whose fastest kernel wanted

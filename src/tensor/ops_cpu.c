@@ -132,18 +132,29 @@ static double lane_sq(const float *x, int n, float m)
  * 16 lanes wide: the rows are short (320-1280 floats), and a one-chain
  * double accumulation was bound by the add latency (1.8 ms for 8192 x 320
  * on 2 threads, 3x the time of reading the row). */
+static void layernorm_stats(const float *x, int C, float eps, float *mean, float *rstd)
+{
+    *mean = (float)(lane_sum(x, C) / C);
+    *rstd = (float)(1.0 / sqrt(lane_sq(x, C, *mean) / C + eps));
+}
+
+/* y[c] for c0 <= c < c1 of a row with these statistics (y indexed from c0). */
+static void layernorm_apply(float *y, const float *x, const struct nn_norm *n, int c0, int c1,
+                            float mean, float rstd)
+{
+    for (int c = c0; c < c1; c++)
+        y[c - c0] = (x[c] - mean) * rstd * n->w[c] + n->b[c];
+}
+
 static void cpu_layernorm(float *out, const float *in, const struct nn_norm *n, int N, float eps)
 {
     int C = n->c;
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int r = 0; r < N; r++) {
         const float *x = in + (size_t)r * C;
-        float *y = out + (size_t)r * C;
-        float mean = (float)(lane_sum(x, C) / C);
-        double sq = lane_sq(x, C, mean);
-        float rstd = (float)(1.0 / sqrt(sq / C + eps));
-        for (int c = 0; c < C; c++)
-            y[c] = (x[c] - mean) * rstd * n->w[c] + n->b[c];
+        float mean, rstd;
+        layernorm_stats(x, C, eps, &mean, &rstd);
+        layernorm_apply(out + (size_t)r * C, x, n, 0, C, mean, rstd);
     }
 }
 
@@ -154,6 +165,51 @@ static void cpu_geglu(float *out, const float *in, size_t N, int F)
 #pragma omp parallel for schedule(static) if (N * F >= PAR_MIN)
     for (size_t r = 0; r < N; r++)
         vgeglu(out + r * F, in + r * 2 * F, in + r * 2 * F + F, F);
+}
+
+/* ------------------------------------------- bf16 producer + product */
+
+/* The bf16 backend's fused pairs (nn.h): the row is computed in float32
+ * as by the plain op, a piece at a time into an L1 buffer, and stored as
+ * the product's bf16 input in ws (the same rounding the product's own
+ * conversion applies, so the results are bit for bit those of the two ops). */
+#define ROW_PIECE 256
+
+static void cpu_layernorm_linear_bf16(const struct nn_linear *l, float *out, const float *in,
+                                      const struct nn_norm *n, int N, float eps, int accumulate,
+                                      float *ws)
+{
+    int C = n->c;
+    uint16_t *h = (uint16_t *)ws;
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
+    for (int r = 0; r < N; r++) {
+        const float *x = in + (size_t)r * C;
+        float mean, rstd, piece[ROW_PIECE];
+        layernorm_stats(x, C, eps, &mean, &rstd);
+        for (int c0 = 0; c0 < C; c0 += ROW_PIECE) {
+            int c1 = C - c0 < ROW_PIECE ? C : c0 + ROW_PIECE;
+            layernorm_apply(piece, x, n, c0, c1, mean, rstd);
+            to_bf16_row(h + (size_t)r * C + c0, piece, c1 - c0, c1 - c0);
+        }
+    }
+    onednn_linear_run_bf16(l, h, out, N, accumulate);
+}
+
+static void cpu_geglu_linear_bf16(const struct nn_linear *l, float *out, const float *in, int N, int F,
+                                  int accumulate, float *ws)
+{
+    uint16_t *g = (uint16_t *)ws;
+#pragma omp parallel for schedule(static) if ((size_t)N * F >= PAR_MIN)
+    for (int r = 0; r < N; r++) {
+        const float *x = in + (size_t)r * 2 * F;
+        float piece[ROW_PIECE];
+        for (int c0 = 0; c0 < F; c0 += ROW_PIECE) {
+            int w = F - c0 < ROW_PIECE ? F - c0 : ROW_PIECE;
+            vgeglu(piece, x + c0, x + F + c0, w);
+            to_bf16_row(g + (size_t)r * F + c0, piece, w, w);
+        }
+    }
+    onednn_linear_run_bf16(l, g, out, N, accumulate);
 }
 
 static void cpu_activation(float *x, size_t n, enum nn_act act)
@@ -302,5 +358,7 @@ const struct nn_backend nn_backend_cpu_bf16 = {
     .linear_prepare = linear_prepare_bf16,
     .attention = attention_forward_bf16,
     .attention_ws = attention_ws_bf16,
+    .layernorm_linear = cpu_layernorm_linear_bf16,
+    .geglu_linear = cpu_geglu_linear_bf16,
     CPU_OPS,
 };

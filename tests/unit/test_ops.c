@@ -170,6 +170,58 @@ TEST(ops_linear)
     free(w), free(b), free(x), free(y0), free(y1), free(r);
 }
 
+/* The bf16 backend's fused LayerNorm -> linear and GEGLU -> linear against
+ * the same two ops in a row on that backend (the same float32 row, the
+ * same rounding to bf16: identical results) and against the reference. */
+TEST(ops_fused_bf16)
+{
+    const struct nn_backend *be = &nn_backend_cpu_bf16;
+    CHECK(be->layernorm_linear && be->geglu_linear && !nn_backend_cpu.layernorm_linear);
+    int C = 300, N = 64, Ms[2] = {37, 700}; /* C: pieces of 256 and a tail; M: one and two threads */
+    float *w = rand_buf((size_t)N * 2 * C, 0.1f), *b = rand_buf(N, 1), *x = rand_buf((size_t)700 * 2 * C, 2);
+    float *g = rand_buf(2 * C, 1), *gb = rand_buf(2 * C, 1), *r = rand_buf((size_t)700 * N, 1);
+    float *t = malloc((size_t)700 * 2 * C * 4), *t0 = malloc((size_t)700 * 2 * C * 4);
+    float *y0 = malloc((size_t)700 * N * 4), *y1 = malloc((size_t)700 * N * 4), *y2 = malloc((size_t)700 * N * 4);
+    for (int geglu = 0; geglu < 2; geglu++) {
+        int K = geglu ? C : 2 * C; /* the product's input width */
+        struct nn_linear l = {K, N, w, b, NULL}, f = l;
+        struct nn_norm nm = {K, g, gb};
+        struct sd_err err;
+        CHECK_MSG(be->linear_prepare(&f, &err) == SD_OK, "%s", err.msg);
+        for (int mi = 0; mi < 2; mi++)
+            for (int acc = 0; acc < 2; acc++) {
+                int M = Ms[mi];
+                CHECK(be->linear_plan(&f, M, acc, &err) == SD_OK);
+                float *ws = calloc(be->linear_ws(&f, M) + 1, 4);
+                memcpy(y1, r, (size_t)M * N * 4);
+                memcpy(y2, r, (size_t)M * N * 4);
+                if (geglu) {
+                    be->geglu(t, x, M, C);
+                    nn_backend_ref.geglu(t0, x, M, C);
+                    be->geglu_linear(&f, y2, x, M, C, acc, ws);
+                } else {
+                    be->layernorm(t, x, &nm, M, 1e-5f);
+                    nn_backend_ref.layernorm(t0, x, &nm, M, 1e-5f);
+                    be->layernorm_linear(&f, y2, x, &nm, M, 1e-5f, acc, ws);
+                }
+                be->linear(&f, t, y1, M, acc, ws);
+                CHECK_MSG(!memcmp(y1, y2, (size_t)M * N * 4), "fused %s M=%d acc=%d differs from the two ops",
+                          geglu ? "geglu" : "layernorm", M, acc);
+                nn_backend_ref.linear(&l, t0, y0, M, 0, NULL);
+                if (acc)
+                    for (size_t j = 0; j < (size_t)M * N; j++)
+                        y2[j] -= r[j];
+                double d = rel_diff(y2, y0, (size_t)M * N);
+                CHECK_MSG(d < 2e-2, "fused %s M=%d acc=%d vs reference: %g", geglu ? "geglu" : "layernorm", M,
+                          acc, d);
+                free(ws);
+            }
+        be->layer_release(&f.be_state);
+    }
+    free(w), free(b), free(x), free(g), free(gb), free(r), free(t), free(t0), free(y0), free(y1),
+        free(y2);
+}
+
 TEST(ops_norms)
 {
     int B = 2, HW = 37, C = 24, G = 8;
