@@ -18,6 +18,7 @@
 #include "tensor/arena.h"
 #include "tensor/vmath.h"
 
+#include <limits.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -575,8 +576,8 @@ struct onednn_bmm {
     dnnl_memory_t a, b, c;
 };
 
-int onednn_bmm_plan(struct onednn_bmm **out, int batch, int M, int K, int N, int bf16,
-                    struct sd_err *err)
+int onednn_bmm_plan(struct onednn_bmm **out, int batch, int M, int K, int N, size_t a_stride,
+                    size_t c_stride, int bf16, struct sd_err *err)
 {
     *out = NULL;
     int rc = engine_ready(err);
@@ -587,11 +588,14 @@ int onednn_bmm_plan(struct onednn_bmm **out, int batch, int M, int K, int N, int
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t a, b, c;
+    SD_ASSERT(a_stride >= (size_t)M * K && c_stride >= (size_t)M * N && a_stride <= INT_MAX &&
+              c_stride <= INT_MAX);
     dnnl_dims_t ad = {batch, M, K}, bd = {batch, K, N}, cd = {batch, M, N};
-    TRY(dnnl_memory_desc_init_by_tag(&a, 3, ad, compute_type(bf16), dnnl_abc), "matmul desc");
+    dnnl_dims_t as = {(dnnl_dim_t)a_stride, K, 1}, cs = {(dnnl_dim_t)c_stride, N, 1};
+    TRY(dnnl_memory_desc_init_by_strides(&a, 3, ad, compute_type(bf16), as), "matmul desc");
     TRY(dnnl_memory_desc_init_by_tag(&b, 3, bd, compute_type(bf16), dnnl_abc), "matmul desc");
-    TRY(dnnl_memory_desc_init_by_tag(&c, 3, cd, dnnl_f32, dnnl_abc), "matmul desc");
-    struct cache_key ck = {.dims = {3, batch, M, K, N, 0, 0, 0, 0, 0, 0, bf16}};
+    TRY(dnnl_memory_desc_init_by_strides(&c, 3, cd, dnnl_f32, cs), "matmul desc");
+    struct cache_key ck = {.dims = {3, batch, M, K, N, (int)a_stride, (int)c_stride, 0, 0, 0, 0, bf16}};
     pthread_mutex_lock(&cache_mu);
     struct cache_val *cv = cache_find(&ck);
     if (!cv) {

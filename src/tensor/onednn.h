@@ -35,12 +35,14 @@ size_t onednn_weight_bytes(const void *be_state);
 void onednn_layer_release(void **be_state);
 
 /* Batched products C[i] = A[i] B[i] for i < batch, row-major: A [M,K] and
- * B [K,N] both f32 or both bf16 (uint16), C [M,N] f32. plan creates (or
+ * B [K,N] both f32 or both bf16 (uint16), C [M,N] f32; A[i] starts
+ * a_stride elements after A[i-1], C[i] c_stride after C[i-1] (B dense).
+ * plan creates (or
  * finds in the cache) the primitive at load or measure time; run reads
  * and writes only the given buffers. */
 struct onednn_bmm;
-int onednn_bmm_plan(struct onednn_bmm **h, int batch, int M, int K, int N, int bf16,
-                    struct sd_err *err);
+int onednn_bmm_plan(struct onednn_bmm **h, int batch, int M, int K, int N, size_t a_stride,
+                    size_t c_stride, int bf16, struct sd_err *err);
 void onednn_bmm_run(struct onednn_bmm *h, const void *A, const void *B, float *C);
 void onednn_bmm_free(struct onednn_bmm *h);
 
