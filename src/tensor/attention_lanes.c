@@ -95,10 +95,12 @@ static void score_block(float *s, const uint16_t *q2t, const uint16_t *k, int dh
 
 /* 2^x for x <= 0: a cubic on the fraction (minimax on [-0.5, 0.5],
  * relative error < 8e-5; the probabilities are rounded to bf16, 2^-9,
- * and l sums the same values, so the weights stay consistent). Very
- * negative x underflow to 0 through scalef; x must not be -inf or NaN. */
+ * and l sums the same values, so the weights stay consistent). x is
+ * clamped at -115: 2^-115 rather than a subnormal (see V_EXP_MIN in
+ * vmath.h); x must not be NaN. */
 LQ_INLINE __m512 exp2_neg(__m512 x)
 {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-115.0f));
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(x, n);
     __m512 p = _mm512_set1_ps(0.055171628f);
