@@ -8,13 +8,14 @@
  *       Times the text encoder, one UNet step (batch 2, guidance on) and the
  *       VAE decode at the given size (best of --repeat after a warm-up);
  *       --profile adds time and GFLOP/s per op kind (last round).
- *   sdbench pair  --model DIR [--size 512] [--images 3] [--steps 20]
+ *   sdbench pair  --model DIR [--size 512] [--images 3] [--steps 20] [--every 1]
  *       bf16 against fp32 per image, with the machine's drift cancelled: the
  *       fp32 and the bf16 model generate the same image (Euler, guidance
  *       7.5, same prompt and seed) as two coroutines that hand over at every
  *       progress callback, so their text encoders, steps and VAE decodes
- *       alternate second by second. Each image's time is the sum of
- *       its own segments; prints both, their ratio, and the median ratio.
+ *       alternate second by second (--every K: every K-th callback). Each
+ *       image's time is the sum of its own segments; prints both, their
+ *       ratio, and the median ratio.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -185,32 +186,28 @@ struct side {
     sd_model *m;
     struct sd_params p;
     double seg0, text, steps, decode, total; /* seconds of this side's own work */
-    int rc, finished;
+    int calls, rc, finished;
     struct sd_err err;
     ucontext_t ctx;
 };
 
 static struct side *pair_sides[2];
 static ucontext_t pair_main;
+static int pair_every = 1; /* hand over at every pair_every-th callback */
 
-/* End this side's segment and run the other side (if it has work left)
- * until it hands back. Returns this segment's seconds. */
-static double side_switch(struct side *s)
-{
-    double t = now_s() - s->seg0;
-    s->total += t;
-    struct side *o = pair_sides[1 - s->id];
-    if (!o->finished)
-        swapcontext(&s->ctx, &o->ctx);
-    s->seg0 = now_s();
-    return t;
-}
-
+/* At each progress callback: book the time since the last one to this
+ * side, and every pair_every-th time run the other side (if it has work
+ * left) until it hands back. */
 static void side_progress(void *user, const struct sd_progress *p)
 {
     struct side *s = user;
-    double t = side_switch(s);
+    double t = now_s() - s->seg0;
+    s->total += t;
     *(p->phase == SD_PHASE_TEXT ? &s->text : p->phase == SD_PHASE_DECODE ? &s->decode : &s->steps) += t;
+    struct side *o = pair_sides[1 - s->id];
+    if (++s->calls % pair_every == 0 && !o->finished)
+        swapcontext(&s->ctx, &o->ctx);
+    s->seg0 = now_s();
 }
 
 static void side_run(int id)
@@ -318,7 +315,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"variant", 1, 0, 'V'}, {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'},
         {"size", 1, 0, 's'},  {"repeat", 1, 0, 'r'},  {"profile", 0, 0, 'p'},
-        {"precision", 1, 0, 'P'}, {"images", 1, 0, 'n'},  {"steps", 1, 0, 'S'},
+        {"precision", 1, 0, 'P'}, {"images", 1, 0, 'n'},  {"steps", 1, 0, 'S'}, {"every", 1, 0, 'e'},
         {0, 0, 0, 0}};
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -331,6 +328,7 @@ int main(int argc, char **argv)
         case 'r': repeat = atoi(optarg); break;
         case 'n': images = atoi(optarg); break;
         case 'S': steps = atoi(optarg); break;
+        case 'e': pair_every = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
         case 'p': nn_prof.enabled = 1; break;
         case 'P':
             if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16"))

@@ -193,15 +193,22 @@ static inline void nn_conv2d(struct nn *nn, struct nn_conv2d *l, const float *in
     nn_conv2d_ex(nn, l, in, out, B, H, W, 0);
 }
 
+/* Measure mode: plan the product (and return 1: skip the arithmetic). */
+static inline int nn_plan_linear(struct nn *nn, struct nn_linear *l, int M, int accumulate)
+{
+    if (!nn_measuring(nn))
+        return 0;
+    if (!nn->status && nn->be->linear_plan)
+        nn->status = nn->be->linear_plan(l, M, accumulate, &nn->err);
+    return 1;
+}
+
 static inline void nn_linear_ex(struct nn *nn, struct nn_linear *l, const float *in, float *out,
                                 int M, int accumulate)
 {
     size_t m = nn_mark(nn);
     float *ws = nn->be->linear_ws ? nn_alloc(nn, nn->be->linear_ws(l, M)) : NULL;
-    if (nn_measuring(nn)) {
-        if (!nn->status && nn->be->linear_plan)
-            nn->status = nn->be->linear_plan(l, M, accumulate, &nn->err);
-    } else {
+    if (!nn_plan_linear(nn, l, M, accumulate)) {
         NN_PROF_BEGIN();
         nn->be->linear(l, in, out, M, accumulate, ws);
         NN_PROF_END(NN_OP_LINEAR, 2.0 * M * l->in * l->out);
@@ -271,11 +278,8 @@ static inline void nn_layernorm_linear(struct nn *nn, struct nn_linear *l, float
         return;
     }
     size_t m = nn_mark(nn);
-    float *ws = nn_alloc(nn, nn->be->linear_ws(l, N));
-    if (nn_measuring(nn)) {
-        if (!nn->status && nn->be->linear_plan)
-            nn->status = nn->be->linear_plan(l, N, accumulate, &nn->err);
-    } else {
+    float *ws = nn_alloc(nn, nn->be->linear_ws(l, N)); /* the product's bf16 input */
+    if (!nn_plan_linear(nn, l, N, accumulate)) {
         NN_PROF_BEGIN();
         nn->be->layernorm_linear(l, out, in, n, N, eps, accumulate, ws);
         NN_PROF_END(NN_OP_LN_LINEAR, 2.0 * N * l->in * l->out);
@@ -294,11 +298,8 @@ static inline void nn_geglu_linear(struct nn *nn, struct nn_linear *l, float *ou
         return;
     }
     size_t m = nn_mark(nn);
-    float *ws = nn_alloc(nn, nn->be->linear_ws(l, N));
-    if (nn_measuring(nn)) {
-        if (!nn->status && nn->be->linear_plan)
-            nn->status = nn->be->linear_plan(l, N, accumulate, &nn->err);
-    } else {
+    float *ws = nn_alloc(nn, nn->be->linear_ws(l, N)); /* the product's bf16 input */
+    if (!nn_plan_linear(nn, l, N, accumulate)) {
         NN_PROF_BEGIN();
         nn->be->geglu_linear(l, out, in, N, F, accumulate, ws);
         NN_PROF_END(NN_OP_GEGLU_LINEAR, 2.0 * N * l->in * l->out);
