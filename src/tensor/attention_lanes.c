@@ -121,6 +121,13 @@ struct lq_job {
     float sl; /* scale * log2(e): scores -> base-2 exponents */
 };
 
+/* Gather indices 0, k, 2k, ..., 15k (elements k apart). */
+static inline __m512i lane_offsets(int k)
+{
+    return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              _mm512_set1_epi32(k));
+}
+
 /* Queries -> q2t[d/2][q][2] in bf16, zero-padded to LQ_QB queries and dh8.
  * Two passes: the rows into stage [QB][dh8] (contiguous stores), then
  * 16 queries' pair i gathered into one store. Converting a row and
@@ -134,9 +141,7 @@ static void pack_queries(uint16_t *q2t, uint16_t *stage, const struct lq_job *a)
         to_bf16_row(stage + (size_t)q * dh8, a->q + (size_t)q * a->ldq, a->dh, dh8);
     if (a->rows < LQ_QB)
         memset(stage + (size_t)a->rows * dh8, 0, (size_t)(LQ_QB - a->rows) * dh8 * sizeof(uint16_t));
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
-                                                             3, 2, 1, 0),
-                                            _mm512_set1_epi32(np));
+    const __m512i rows = lane_offsets(np);
     for (int i = 0; i < np; i++)
         for (int q0 = 0; q0 < LQ_QB; q0 += 16) {
             __m512i v = _mm512_i32gather_epi32(rows, stage + (size_t)q0 * dh8 + 2 * i, 4);
@@ -147,9 +152,7 @@ static void pack_queries(uint16_t *q2t, uint16_t *stage, const struct lq_job *a)
 /* out rows = O^T / l: 16 channels of one query gathered per store. */
 static void store_output(const struct lq_job *a, const float *ot, const float *l)
 {
-    const __m512i chans = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
-                                                              3, 2, 1, 0),
-                                             _mm512_set1_epi32(LQ_QB));
+    const __m512i chans = lane_offsets(LQ_QB);
     for (int q = 0; q < a->rows; q++) {
         __m512 inv = _mm512_set1_ps(1.0f / l[q]);
         float *orow = a->out + (size_t)q * a->ldo;
