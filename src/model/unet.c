@@ -175,11 +175,7 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
     nn_linear_ex(nn, &b->o2, o, x, BN, 1);
 
     nn_release(nn, m);
-    h = nn_alloc(nn, BNC);
-    float *ff = nn_alloc(nn, BNC * 8), *g = nn_alloc(nn, BNC * 4);
-    nn_layernorm_linear(nn, &b->ff1, ff, x, &b->norm3, BN, 1e-5f, h, 0);
-    nn_geglu_linear(nn, &b->ff2, x, ff, BN, 4 * C, g, 1); /* x += ff2(geglu(ff)) */
-    nn_release(nn, m);
+    nn_layernorm_ff(nn, &b->ff1, &b->ff2, x, &b->norm3, BN, 1e-5f); /* x += ff2(geglu(ff1(norm3(x)))) */
 }
 
 /* Transformer2DModel on x[B, H*W, C] in place. GroupNorm eps is fixed at

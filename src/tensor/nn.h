@@ -116,6 +116,16 @@ struct nn_backend {
                              const struct nn_norm *n, int N, float eps, int accumulate, float *ws);
     void (*geglu_linear)(const struct nn_linear *l, float *out, const float *in, int N, int F,
                          int accumulate, float *ws);
+    /* Optional: a transformer block's feed-forward, out += l2(geglu(l1(
+     * layernorm(in)))) over N rows (out may alias in; l1->out = 2 * l2->in),
+     * with the intermediates in the products' own format (bf16: l1 writes
+     * bf16, so the GEGLU reads its inputs rounded to bf16 where the op
+     * sequence reads them in float32). ff_plan: measure mode; ws: ff_ws
+     * floats. NULL: the model runs layernorm_linear + geglu_linear. */
+    int (*ff_plan)(struct nn_linear *l1, struct nn_linear *l2, int N, struct sd_err *err);
+    size_t (*ff_ws)(const struct nn_linear *l1, const struct nn_linear *l2, int N);
+    void (*layernorm_ff)(const struct nn_linear *l1, const struct nn_linear *l2, float *out,
+                         const float *in, const struct nn_norm *n, int N, float eps, float *ws);
     /* Nearest-neighbour resize [B,H,W,C] -> [B,OH,OW,C] (PyTorch "nearest"). */
     void (*upsample_nearest)(float *out, const float *in, int B, int H, int W, int C, int OH, int OW);
     /* out[p, :] = concat(a[p, :Ca], b[p, :Cb]) for p < npix */
@@ -126,7 +136,7 @@ struct nn_backend {
  * op kind, accumulated by the dispatch functions below while enabled. */
 enum nn_op {
     NN_OP_CONV, NN_OP_LINEAR, NN_OP_ATTENTION, NN_OP_GROUPNORM, NN_OP_LAYERNORM, NN_OP_GEGLU,
-    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
+    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
     NN_OP_COUNT
 };
 struct nn_profile {
@@ -303,6 +313,33 @@ static inline void nn_geglu_linear(struct nn *nn, struct nn_linear *l, float *ou
         NN_PROF_BEGIN();
         nn->be->geglu_linear(l, out, in, N, F, accumulate, ws);
         NN_PROF_END(NN_OP_GEGLU_LINEAR, 2.0 * N * l->in * l->out);
+    }
+    nn_release(nn, m);
+}
+
+/* x += l2(geglu(l1(layernorm(x)))) over N rows: the backend's fused
+ * feed-forward where there is one, else the pairs above (the dispatcher
+ * owns the temporaries either way). */
+static inline void nn_layernorm_ff(struct nn *nn, struct nn_linear *l1, struct nn_linear *l2, float *x,
+                                   const struct nn_norm *n, int N, float eps)
+{
+    size_t m = nn_mark(nn);
+    int F = l2->in;
+    if (!nn->be->layernorm_ff) {
+        float *h = nn_alloc(nn, (size_t)N * n->c), *ff = nn_alloc(nn, (size_t)N * 2 * F),
+              *g = nn_alloc(nn, (size_t)N * F);
+        nn_layernorm_linear(nn, l1, ff, x, n, N, eps, h, 0);
+        nn_geglu_linear(nn, l2, x, ff, N, F, g, 1);
+    } else {
+        float *ws = nn_alloc(nn, nn->be->ff_ws(l1, l2, N));
+        if (nn_measuring(nn)) {
+            if (!nn->status)
+                nn->status = nn->be->ff_plan(l1, l2, N, &nn->err);
+        } else {
+            NN_PROF_BEGIN();
+            nn->be->layernorm_ff(l1, l2, x, x, n, N, eps, ws);
+            NN_PROF_END(NN_OP_FF, 2.0 * N * n->c * 2 * F + 2.0 * N * F * l2->out);
+        }
     }
     nn_release(nn, m);
 }

@@ -8,7 +8,9 @@
  *
  * bf16: weights are held in bf16 and each input is rounded to bf16 in a
  * workspace just before the primitive runs (compute-bound ops, so the extra
- * pass costs ~1%); accumulation and outputs stay float32.
+ * pass costs ~1%); accumulation and outputs stay float32, except for the
+ * products whose output is the next product's input (onednn_linear_run_b2b:
+ * bf16 in and out, rounded once as the consumer would).
  *
  * "accumulate" runs the primitive with a sum post-op: out += op(in), which
  * is how residual additions are fused into the layer before them.
@@ -47,7 +49,7 @@ size_t onednn_extra_weight_bytes;
 
 /* One primitive for one input shape (conv: B, H, W; linear: M) and mode. */
 struct dn_entry {
-    int key[4]; /* conv: B, H, W, accumulate; linear: M, accumulate, 0, 0 */
+    int key[4]; /* conv: B, H, W, accumulate; linear: M, accumulate, bf16 output, 0 */
     dnnl_primitive_t prim; /* shared, owned by the primitive cache */
     dnnl_memory_t src, wei, bias, dst;
     void *wei_own; /* weights reordered for this primitive only (rare) */
@@ -151,13 +153,13 @@ static dnnl_status_t conv_desc(dnnl_convolution_desc_t *cd, const struct nn_conv
 }
 
 static dnnl_status_t matmul_desc(dnnl_matmul_desc_t *md, const struct nn_linear *l, int M, int bf16,
-                                 const dnnl_memory_desc_t *wei)
+                                 int dst_bf16, const dnnl_memory_desc_t *wei)
 {
     dnnl_memory_desc_t src, bias, dst;
     dnnl_dims_t sd = {M, l->in}, bd = {1, l->out}, dd = {M, l->out};
     dnnl_status_t s;
     if ((s = dnnl_memory_desc_init_by_tag(&src, 2, sd, compute_type(bf16), dnnl_ab)) ||
-        (s = dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab)) ||
+        (s = dnnl_memory_desc_init_by_tag(&dst, 2, dd, compute_type(dst_bf16), dnnl_ab)) ||
         (s = dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab)))
         return s;
     return dnnl_matmul_desc_init(md, &src, wei, l->b ? &bias : NULL, &dst);
@@ -213,7 +215,7 @@ static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, const struct nn_conv2d *
     }
     if (!s)
         s = c ? conv_desc(&cd, c, key[0], key[1], key[2], bf16, wei)
-              : matmul_desc(&md, l, key[0], bf16, wei);
+              : matmul_desc(&md, l, key[0], bf16, key[2], wei);
     if (!s)
         s = dnnl_primitive_desc_iterator_create(&it, c ? (const_dnnl_op_desc_t)&cd : (const_dnnl_op_desc_t)&md,
                                                 attr, engine, NULL);
@@ -270,7 +272,7 @@ static void cache_key_make(struct cache_key *k, const struct nn_conv2d *c, const
                      !!c->b, bf16 | acc << 1};
         memcpy(k->dims, d, sizeof d);
     } else {
-        int d[12] = {2, key[0], l->in, l->out, 0, 0, 0, 0, 0, 0, !!l->b, bf16 | acc << 1};
+        int d[12] = {2, key[0], l->in, l->out, key[2], 0, 0, 0, 0, 0, !!l->b, bf16 | acc << 1};
         memcpy(k->dims, d, sizeof d);
     }
     if (wei_in)
@@ -317,7 +319,7 @@ static int prepare(void **state, const struct nn_conv2d *c, const struct nn_line
     dnnl_memory_desc_t any, plain;
     /* A typical shape to let oneDNN pick the weights layout; other shapes
      * reuse that layout (see plan). */
-    int key[4] = {c ? 2 : 1024, 32, 32, 0};
+    int key[4] = {c ? 2 : 1024, c ? 32 : 0, c ? 32 : 0, 0}; /* conv: B, H, W; linear: M, f32 out */
     int o = c ? c->cout : l->out, i = c ? c->cin : l->in, k = c ? c->k : 1;
     struct cache_key ck;
     cache_key_make(&ck, c, l, key, bf16, 0, NULL);
@@ -472,6 +474,15 @@ int onednn_linear_plan(struct nn_linear *l, int M, int accumulate, struct sd_err
     return plan(l->be_state, NULL, l, key, err);
 }
 
+int onednn_linear_plan_b2b(struct nn_linear *l, int M, struct sd_err *err)
+{
+    const struct dn_layer *st = l->be_state;
+    if (!st || !st->bf16)
+        return sd_errf(err, SD_ERR_INTERNAL, "bf16-to-bf16 product on a layer not prepared in bf16");
+    int key[4] = {M, 0, 1, 0};
+    return plan(l->be_state, NULL, l, key, err);
+}
+
 /* ---------------------------------------------------------------- run */
 
 /* dst[i] = bf16(src[i]), round to nearest even. */
@@ -491,8 +502,9 @@ static void to_bf16(uint16_t *dst, const float *src, size_t n)
     }
 }
 
-/* src: float32, or bf16 when the layer is (converted by the caller). */
-static void execute(const struct dn_layer *st, const int key[4], const void *src, float *out)
+/* src: float32, or bf16 when the layer is (converted by the caller); out:
+ * float32, or bf16 for the key's bf16-output primitive. */
+static void execute(const struct dn_layer *st, const int key[4], const void *src, void *out)
 {
     struct dn_entry *e = entry_find(st, key);
     SD_ASSERT(e); /* planned in measure mode */
@@ -535,6 +547,14 @@ void onednn_linear_run_bf16(const struct nn_linear *l, const uint16_t *in16, flo
     SD_ASSERT(st->bf16);
     int key[4] = {M, accumulate, 0, 0};
     execute(st, key, in16, out);
+}
+
+void onednn_linear_run_b2b(const struct nn_linear *l, const uint16_t *in16, uint16_t *out16, int M)
+{
+    const struct dn_layer *st = l->be_state;
+    SD_ASSERT(st->bf16);
+    int key[4] = {M, 0, 1, 0};
+    execute(st, key, in16, out16);
 }
 
 size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W)

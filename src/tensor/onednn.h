@@ -25,6 +25,11 @@ void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, i
  * [M, in] uint16): no conversion, no scratch. */
 void onednn_linear_run_bf16(const struct nn_linear *l, const uint16_t *in16, float *out, int M,
                             int accumulate);
+/* bf16 in and bf16 out (out16: [M, out], rounded to nearest even from the
+ * float32 sums, bias included): for a product whose output only feeds
+ * another bf16 product. Planned by onednn_linear_plan_b2b. */
+int onednn_linear_plan_b2b(struct nn_linear *l, int M, struct sd_err *err);
+void onednn_linear_run_b2b(const struct nn_linear *l, const uint16_t *in16, uint16_t *out16, int M);
 size_t onednn_conv2d_ws(const struct nn_conv2d *l, int B, int H, int W);
 size_t onednn_linear_ws(const struct nn_linear *l, int M);
 /* Bytes of weight copies made for shapes whose fastest kernel wanted

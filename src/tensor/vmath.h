@@ -211,4 +211,22 @@ static inline void vgeglu(float *out, const float *a, const float *g, size_t n)
         out[i] = a[i] * s_gelu(g[i]);
 }
 
+/* The same on bf16 rows: out[i] = bf16(a[i] * gelu(g[i])), computed in
+ * float32 (the bf16 backend's feed-forward). */
+static inline void vgeglu_bf16(uint16_t *out, const uint16_t *a, const uint16_t *g, size_t n)
+{
+    size_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    for (; i + 16 <= n; i += 16) {
+        __m512 av = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i))), 16));
+        __m512 gv = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(g + i))), 16));
+        _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(av, v_gelu(gv))));
+    }
+#endif
+    for (; i < n; i++)
+        out[i] = bf16_round(bf16_to_f32(a[i]) * s_gelu(bf16_to_f32(g[i])));
+}
+
 #endif

@@ -1,5 +1,6 @@
 /* test_ops.c - the fast CPU backend against the reference backend, op by op. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -221,6 +222,63 @@ TEST(ops_fused_bf16)
     }
     free(w), free(b), free(x), free(g), free(gb), free(r), free(t), free(t0), free(y0), free(y1),
         free(y2);
+}
+
+/* The bf16 backend's feed-forward (x += l2(geglu(l1(layernorm(x)))), its
+ * intermediates in bf16) against the reference ops in float32, and against
+ * the same backend's op pairs, which differ only by l1's output being
+ * rounded to bf16 before the GEGLU. */
+TEST(ops_ff_bf16)
+{
+    const struct nn_backend *be = &nn_backend_cpu_bf16;
+    CHECK(be->layernorm_ff && !nn_backend_cpu.layernorm_ff && !nn_backend_ref.layernorm_ff);
+    int C = 48, F = 4 * C, Ns[2] = {5, 700}; /* one thread; several */
+    float *w1 = rand_buf((size_t)2 * F * C, 0.15f), *b1 = rand_buf(2 * F, 0.5f);
+    float *w2 = rand_buf((size_t)C * F, 0.08f), *b2 = rand_buf(C, 0.5f);
+    float *g = rand_buf(C, 1), *gb = rand_buf(C, 1), *x = rand_buf((size_t)700 * C, 2);
+    float *h = malloc((size_t)700 * C * 4), *p = malloc((size_t)700 * 2 * F * 4), *q = malloc((size_t)700 * F * 4);
+    float *y0 = malloc((size_t)700 * C * 4), *y1 = malloc((size_t)700 * C * 4), *y2 = malloc((size_t)700 * C * 4);
+    struct nn_linear l1 = {C, 2 * F, w1, b1, NULL}, l2 = {F, C, w2, b2, NULL}, f1 = l1, f2 = l2;
+    struct nn_norm nm = {C, g, gb};
+    struct sd_err err;
+    CHECK_MSG(be->linear_prepare(&f1, &err) == SD_OK && be->linear_prepare(&f2, &err) == SD_OK, "%s", err.msg);
+    for (int i = 0; i < 2; i++) {
+        int N = Ns[i];
+        size_t n = (size_t)N * C;
+        CHECK_MSG(be->ff_plan(&f1, &f2, N, &err) == SD_OK, "%s", err.msg);
+        CHECK(be->linear_plan(&f1, N, 0, &err) == SD_OK && be->linear_plan(&f2, N, 1, &err) == SD_OK);
+        /* reference: float32 throughout */
+        memcpy(y0, x, n * 4);
+        nn_backend_ref.layernorm(h, x, &nm, N, 1e-5f);
+        nn_backend_ref.linear(&l1, h, p, N, 0, NULL);
+        nn_backend_ref.geglu(q, p, N, F);
+        nn_backend_ref.linear(&l2, q, y0, N, 1, NULL);
+        /* the bf16 pairs */
+        float *ws = calloc(be->linear_ws(&f2, N) + be->linear_ws(&f1, N) + 1, 4);
+        memcpy(y1, x, n * 4);
+        be->layernorm_linear(&f1, p, x, &nm, N, 1e-5f, 0, ws);
+        be->geglu_linear(&f2, y1, p, N, F, 1, ws);
+        free(ws);
+        /* fused, in place as the UNet runs it */
+        ws = calloc(be->ff_ws(&f1, &f2, N) + 1, 4);
+        memcpy(y2, x, n * 4);
+        be->layernorm_ff(&f1, &f2, y2, y2, &nm, N, 1e-5f, ws);
+        free(ws);
+        for (size_t j = 0; j < n; j++) /* compare the feed-forward's output, not x + it */
+            y0[j] -= x[j], y1[j] -= x[j], y2[j] -= x[j];
+        double d_ref = rel_diff(y2, y0, n), d_pair = rel_diff(y2, y1, n), d_pair_ref = rel_diff(y1, y0, n);
+        printf("    feed-forward N=%d: bf16 fused vs float32 %.2e, bf16 pairs vs float32 %.2e\n", N, d_ref,
+               d_pair_ref);
+        CHECK_MSG(d_ref < 2e-2, "feed-forward N=%d vs reference: %g", N, d_ref);
+        CHECK_MSG(d_pair < 1e-2, "feed-forward N=%d vs the bf16 pairs: %g", N, d_pair);
+        /* rounding l1's output adds little to the error the bf16 products make */
+        CHECK_MSG(d_ref < 2 * d_pair_ref + 1e-3, "feed-forward N=%d: %g vs %g for the pairs", N, d_ref,
+                  d_pair_ref);
+    }
+    be->layer_release(&f1.be_state);
+    be->layer_release(&f2.be_state);
+    free(w1), free(b1), free(w2), free(b2), free(g), free(gb), free(x), free(h), free(p), free(q);
+    free(y0), free(y1), free(y2);
 }
 
 TEST(ops_norms)
