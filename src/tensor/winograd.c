@@ -178,28 +178,26 @@ static struct wino_shape *shape_find(const struct wino_layer *st, int B, int H, 
     return NULL;
 }
 
-/* Elements from one of the 16 planes of V or M to the next. float32:
- * the plane's n elements rounded up to whole 4 KiB pages plus one cache
- * line. Planes a multiple of 4 KiB apart (most chunk sizes) put the 16
- * streams each tile's transform reads or writes into the same L1 cache
- * sets; spread, float32 layers take 2-10% less time (bench, in-process
- * A/B over the UNet's and VAE's shapes). bf16: dense, the spread planes
- * gained nothing there and cost up to 8% on 320-channel layers (oneDNN
- * picks other kernels for the strided batch). */
-static size_t plane_elems(size_t n, int bf16)
+/* Elements from one of the 16 planes of V or M to the next: the plane's
+ * n elements (eb bytes each) rounded up to whole 4 KiB pages plus one
+ * cache line. Planes a multiple of 4 KiB apart (most chunk sizes) put the
+ * 16 streams each tile's transform reads or writes into the same L1 cache
+ * sets; spread, the layers take 2-10% less time in float32 and 2-5% in
+ * bf16 (bench, in-process A/B over the UNet's and VAE's shapes). */
+static size_t plane_elems(size_t n, size_t eb)
 {
-    return bf16 ? n : (n * 4 + 4095) / 4096 * 1024 + 16;
+    return ((n * eb + 4095) / 4096 * 4096 + 64) / eb;
 }
 
 static size_t v_plane(const struct nn_conv2d *l, int chunk, int bf16)
 {
-    return plane_elems((size_t)chunk * l->cin, bf16);
+    return plane_elems((size_t)chunk * l->cin, bf16 ? 2 : 4);
 }
 
-/* M is float32 in both, laid out as the product's precision prefers. */
-static size_t m_plane(const struct nn_conv2d *l, int chunk, int bf16)
+/* M is float32 in both. */
+static size_t m_plane(const struct nn_conv2d *l, int chunk)
 {
-    return plane_elems((size_t)chunk * l->cout, bf16);
+    return plane_elems((size_t)chunk * l->cout, 4);
 }
 
 /* Floats of V (float32 or bf16 elements) in a chunk. */
@@ -222,7 +220,7 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
     struct wino_shape *s = &st->s[st->n];
     *s = (struct wino_shape){B, H, W, chunk_tiles(l, n_tiles(B, H, W), st->bf16), NULL};
     int rc = onednn_bmm_plan(&s->bmm, 16, s->chunk, l->cin, l->cout, v_plane(l, s->chunk, st->bf16),
-                             m_plane(l, s->chunk, st->bf16), st->bf16, err);
+                             m_plane(l, s->chunk), st->bf16, err);
     if (!rc)
         st->n++;
     return rc;
@@ -232,7 +230,7 @@ size_t winograd_ws(const struct nn_conv2d *l, int B, int H, int W)
 {
     const struct wino_layer *st = l->be_state;
     int chunk = chunk_tiles(l, n_tiles(B, H, W), st->bf16);
-    return v_floats(l, chunk, st->bf16) + 16 * m_plane(l, chunk, st->bf16);
+    return v_floats(l, chunk, st->bf16) + 16 * m_plane(l, chunk);
 }
 
 /* V[x][r] = B^T d B for the tiles t0 .. t0+nt-1 (rows r of the chunk);
@@ -314,7 +312,7 @@ void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B,
     SD_ASSERT(s); /* planned in measure mode */
     void *V = ws;
     float *M = ws + v_floats(l, s->chunk, st->bf16);
-    size_t vp = v_plane(l, s->chunk, st->bf16), mp = m_plane(l, s->chunk, st->bf16);
+    size_t vp = v_plane(l, s->chunk, st->bf16), mp = m_plane(l, s->chunk);
     int T = n_tiles(B, H, W);
     for (int t0 = 0; t0 < T; t0 += s->chunk) {
         int nt = T - t0 < s->chunk ? T - t0 : s->chunk;
