@@ -153,24 +153,28 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
 
 /* ------------------------------------------------------------- forward */
 
-/* BasicTransformerBlock on x[B, N, C] in place; ctx[B, T, D]. */
+/* BasicTransformerBlock on x[B, N, C] in place; ctx[B, T, D]. kv_fresh:
+ * compute the cross-attention keys and values from ctx into b->kv (else
+ * they are there from an earlier step with the same ctx). */
 static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int N, int C, int heads,
-                           const float *ctx, int T)
+                           const float *ctx, int T, int kv_fresh)
 {
     size_t m = nn_mark(nn), BNC = (size_t)B * N * C;
-    int BN = B * N, dh = C / heads, kvn = N > T ? N : T;
+    int BN = B * N, dh = C / heads;
     float scale = 1.0f / sqrtf((float)dh);
-    float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *qkv = nn_alloc(nn, BNC + 2 * (size_t)B * kvn * C);
+    float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *qkv = nn_alloc(nn, 3 * BNC);
 
     nn_layernorm_linear(nn, &b->qkv1, qkv, x, &b->norm1, BN, 1e-5f, h, 0); /* rows [q | k | v] */
     nn_attention(nn, o, qkv, qkv + C, qkv + 2 * C, B, N, N, heads, dh, 3 * C, 3 * C, 3 * C, scale, 0);
     nn_linear_ex(nn, &b->o1, o, x, BN, 1); /* x += to_out(o) */
 
-    /* cross-attention reuses the buffer: q [B*N, C], k and v [B*T, C] (T may exceed N) */
-    float *q = qkv, *k = q + BNC, *v = k + (size_t)B * kvn * C;
+    /* cross-attention: q [B*N, C] reuses the buffer, k and v [B*T, C] cached */
+    float *q = qkv, *k = b->kv, *v = k + (size_t)B * T * C;
     nn_layernorm_linear(nn, &b->q2, q, x, &b->norm2, BN, 1e-5f, h, 0);
-    nn_linear(nn, &b->k2, ctx, k, B * T);
-    nn_linear(nn, &b->v2, ctx, v, B * T);
+    if (kv_fresh || nn_measuring(nn)) {
+        nn_linear(nn, &b->k2, ctx, k, B * T);
+        nn_linear(nn, &b->v2, ctx, v, B * T);
+    }
     nn_attention(nn, o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0);
     nn_linear_ex(nn, &b->o2, o, x, BN, 1);
 
@@ -181,14 +185,14 @@ static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int
 /* Transformer2DModel on x[B, H*W, C] in place. GroupNorm eps is fixed at
  * 1e-6 in diffusers. */
 static void transformer_forward(struct nn *nn, struct transformer *t, float *x, int B, int HW,
-                                const float *ctx, int T)
+                                const float *ctx, int T, int kv_fresh)
 {
     size_t m = nn_mark(nn), n = (size_t)B * HW * t->C;
     float *h = nn_alloc(nn, n), *y = nn_alloc(nn, n);
     nn_groupnorm(nn, h, x, &t->norm, B, HW, t->groups, 1e-6f, 0);
     nn_linear(nn, &t->proj_in, h, y, B * HW);
     for (int i = 0; i < t->n_blocks; i++)
-        tblock_forward(nn, &t->blocks[i], y, B, HW, t->C, t->heads, ctx, T);
+        tblock_forward(nn, &t->blocks[i], y, B, HW, t->C, t->heads, ctx, T, kv_fresh);
     nn_linear_ex(nn, &t->proj_out, y, x, B * HW, 1); /* x += proj_out(y) */
     nn_release(nn, m);
 }
@@ -215,6 +219,7 @@ struct unet_args {
     float t;
     float *out;
     int B, h, w, T;
+    int kv_fresh; /* see tblock_forward */
 };
 
 static void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW)
@@ -278,7 +283,7 @@ static void unet_run(void *arg)
             float *y = nn_alloc(nn, (size_t)B * h * w * C);
             resnet_forward(nn, &b->res[j], x, y, B, h, w, emb);
             if (b->has_attn)
-                transformer_forward(nn, &b->attn[j], y, B, h * w, a->ctx, T);
+                transformer_forward(nn, &b->attn[j], y, B, h * w, a->ctx, T, a->kv_fresh);
             x = y;
             skip[ns].p = x, skip[ns].h = h, skip[ns].w = w, skip[ns].C = C, ns++;
         }
@@ -293,7 +298,7 @@ static void unet_run(void *arg)
 
     float *y = nn_alloc(nn, (size_t)B * h * w * C);
     resnet_forward(nn, &u->mid_res[0], x, y, B, h, w, emb);
-    transformer_forward(nn, &u->mid_attn, y, B, h * w, a->ctx, T);
+    transformer_forward(nn, &u->mid_attn, y, B, h * w, a->ctx, T, a->kv_fresh);
     x = nn_alloc(nn, (size_t)B * h * w * C);
     resnet_forward(nn, &u->mid_res[1], y, x, B, h, w, emb);
 
@@ -309,7 +314,7 @@ static void unet_run(void *arg)
             resnet_forward(nn, &b->res[j], cat, out, B, h, w, emb);
             nn_release(nn, m);
             if (b->has_attn)
-                transformer_forward(nn, &b->attn[j], out, B, h * w, a->ctx, T);
+                transformer_forward(nn, &b->attn[j], out, B, h * w, a->ctx, T, a->kv_fresh);
             x = out, C = Cout;
         }
         if (b->has_sampler) {
@@ -333,14 +338,61 @@ static void unet_run(void *arg)
         nhwc_to_nchw(a->out, o, B, c->out_channels, h * w);
 }
 
+/* Every Transformer2DModel of the UNet, in a fixed order; returns how many. */
+static int all_transformers(struct unet *u, struct transformer **out)
+{
+    int n = 0;
+    for (int i = 0; i < u->cfg.n_blocks; i++) {
+        struct unet_block *bs[2] = {&u->down[i], &u->up[i]};
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; bs[k]->has_attn && j < bs[k]->n_res; j++)
+                out[n++] = &bs[k]->attn[j];
+    }
+    out[n++] = &u->mid_attn;
+    return n;
+}
+
+/* The cross-attention key/value cache for batch B and context length T:
+ * 2 * B * T * C floats per transformer block, and a copy of the context. */
+static int kv_cache_size(struct unet *u, int B, int T, struct sd_err *err)
+{
+    struct transformer *ts[2 * CFG_MAX_BLOCKS * UNET_MAX_LAYERS + 1];
+    int nt = all_transformers(u, ts);
+    size_t n = 0;
+    for (int i = 0; i < nt; i++)
+        n += (size_t)ts[i]->n_blocks * 2 * B * T * ts[i]->C;
+    size_t nctx = (size_t)B * T * u->cfg.cross_attention_dim, bytes = (n + nctx) * sizeof(float);
+    u->kv_valid = 0;
+    if (bytes != u->kv_bytes) {
+        big_free(u->kv_buf, u->kv_bytes);
+        u->kv_bytes = 0;
+        if (!(u->kv_buf = big_alloc(bytes)))
+            return sd_errf(err, SD_ERR_NOMEM, "out of memory for the cross-attention cache");
+        u->kv_bytes = bytes;
+    }
+    float *p = u->kv_buf;
+    for (int i = 0; i < nt; i++)
+        for (int j = 0; j < ts[i]->n_blocks; j++) {
+            ts[i]->blocks[j].kv = p;
+            p += (size_t)2 * B * T * ts[i]->C;
+        }
+    u->kv_ctx = p;
+    u->kv_ctx_n = nctx;
+    return SD_OK;
+}
+
 int unet_prepare(struct unet *u, int B, int h, int w, int T, struct sd_err *err)
 {
     if (u->planned_B == B && u->planned_h == h && u->planned_w == w && u->planned_T == T)
         return SD_OK;
+    if ((B != u->planned_B || T != u->planned_T) && kv_cache_size(u, B, T, err))
+        return err->code;
     struct unet_args a = {.u = u, .B = B, .h = h, .w = w, .T = T};
     int rc = nn_prepare(&u->nn, unet_run, &a, err);
-    if (rc)
+    if (rc) {
+        u->planned_B = u->planned_T = 0; /* the cache may be sized for B, T now: plan again */
         return rc;
+    }
     u->planned_B = B, u->planned_h = h, u->planned_w = w, u->planned_T = T;
     return SD_OK;
 }
@@ -351,9 +403,13 @@ int unet_forward(struct unet *u, const float *sample, float t, const float *ctx,
     int rc = unet_prepare(u, B, h, w, T, err);
     if (rc)
         return rc;
-    struct unet_args a = {u, sample, ctx, tcond, t, out, B, h, w, T};
+    int fresh = !u->kv_valid || memcmp(u->kv_ctx, ctx, u->kv_ctx_n * sizeof(float));
+    if (fresh)
+        memcpy(u->kv_ctx, ctx, u->kv_ctx_n * sizeof(float));
+    struct unet_args a = {u, sample, ctx, tcond, t, out, B, h, w, T, fresh};
     nn_begin(&u->nn);
     unet_run(&a);
+    u->kv_valid = 1;
     return SD_OK;
 }
 
@@ -400,6 +456,7 @@ void unet_free(struct unet *u)
         nn_linear_release(be, &u->cond_proj);
     }
     nn_free(&u->nn);
+    big_free(u->kv_buf, u->kv_bytes);
     weights_free(&u->w);
     memset(u, 0, sizeof *u);
 }

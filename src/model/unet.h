@@ -18,6 +18,7 @@ struct tblock { /* BasicTransformerBlock */
     struct nn_linear qkv1, o1;        /* self-attention (to_q, to_k, to_v stacked) */
     struct nn_linear q2, k2, v2, o2;  /* cross-attention */
     struct nn_linear ff1, ff2;        /* GEGLU feed-forward */
+    float *kv;                        /* cross-attention keys, then values: [2][B, T, C] (in unet.kv) */
 };
 
 struct transformer { /* Transformer2DModel */
@@ -48,6 +49,13 @@ struct unet {
     struct transformer mid_attn;
     struct nn nn;
     int planned_B, planned_h, planned_w, planned_T; /* what the arena is sized for */
+    /* Cross-attention keys and values depend on the context only, which a
+     * generation passes unchanged to every step: they are computed at the
+     * first step and whenever the context differs from kv_ctx (compared
+     * by value), and reused otherwise. Owned; sized by unet_prepare. */
+    float *kv_buf, *kv_ctx;
+    size_t kv_bytes, kv_ctx_n;
+    int kv_valid;
 };
 
 /* latent_px: the latent pixels (h x w) most calls will run at, 0 for the

@@ -139,6 +139,44 @@ TEST(nets_unet)
     run_unet(&models[0], "unet", &nn_backend_ref);
 }
 
+/* The cross-attention keys and values are computed once per context: a
+ * forward after the context changed in place (same buffer, other values)
+ * must match a fresh UNet's, and going back to the first context must give
+ * the first result again. */
+TEST(nets_unet_kv_cache)
+{
+    const struct model_case *mc = &models[0];
+    struct sd_err err;
+    struct unet u, fresh;
+    CHECK_MSG(unet_load(&u, mc->dir, mc->variant, &nn_backend_cpu, 0, &err) == SD_OK, "%s", err.msg);
+    CHECK_MSG(unet_load(&fresh, mc->dir, mc->variant, &nn_backend_cpu, 0, &err) == SD_OK, "%s", err.msg);
+    int B = 2, h = 8, w = 8, T = 7, C = u.cfg.in_channels, D = u.cfg.cross_attention_dim;
+    size_t n = (size_t)B * C * h * w, nctx = (size_t)B * T * D;
+    float *x = malloc(n * 4), *ctx = malloc(nctx * 4), *o1 = malloc(n * 4), *o2 = malloc(n * 4),
+          *o3 = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    for (size_t i = 0; i < nctx; i++)
+        ctx[i] = (float)((i * 40503u) % 997) / 498.5f - 1.0f;
+    CHECK(unet_forward(&u, x, 500, ctx, T, NULL, o1, B, h, w, &err) == SD_OK);
+    CHECK(unet_forward(&u, x, 400, ctx, T, NULL, o2, B, h, w, &err) == SD_OK); /* cached K, V */
+    CHECK(unet_forward(&fresh, x, 400, ctx, T, NULL, o3, B, h, w, &err) == SD_OK);
+    CHECK(memcmp(o2, o3, n * 4) == 0);
+    ctx[nctx - 1] += 0.5f; /* one value of the second prompt */
+    unet_free(&fresh);
+    CHECK_MSG(unet_load(&fresh, mc->dir, mc->variant, &nn_backend_cpu, 0, &err) == SD_OK, "%s", err.msg);
+    CHECK(unet_forward(&u, x, 500, ctx, T, NULL, o2, B, h, w, &err) == SD_OK);
+    CHECK(unet_forward(&fresh, x, 500, ctx, T, NULL, o3, B, h, w, &err) == SD_OK);
+    CHECK(memcmp(o2, o3, n * 4) == 0);
+    CHECK(memcmp(o1, o2, n * 4) != 0);
+    ctx[nctx - 1] -= 0.5f;
+    CHECK(unet_forward(&u, x, 500, ctx, T, NULL, o2, B, h, w, &err) == SD_OK);
+    CHECK(memcmp(o1, o2, n * 4) == 0);
+    free(x), free(ctx), free(o1), free(o2), free(o3);
+    unet_free(&u);
+    unet_free(&fresh);
+}
+
 static void run_vae(const struct model_case *mc, const char *set, const struct nn_backend *be)
 {
     struct sd_err err;
