@@ -159,27 +159,14 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
 static void tblock_forward(struct nn *nn, struct tblock *b, float *x, int B, int N, int C, int heads,
                            const float *ctx, int T, int kv_fresh)
 {
-    size_t m = nn_mark(nn), BNC = (size_t)B * N * C;
-    int BN = B * N, dh = C / heads;
-    float scale = 1.0f / sqrtf((float)dh);
-    float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *qkv = nn_alloc(nn, 3 * BNC);
-
-    nn_layernorm_linear(nn, &b->qkv1, qkv, x, &b->norm1, BN, 1e-5f, h, 0); /* rows [q | k | v] */
-    nn_attention(nn, o, qkv, qkv + C, qkv + 2 * C, B, N, N, heads, dh, 3 * C, 3 * C, 3 * C, scale, 0);
-    nn_linear_ex(nn, &b->o1, o, x, BN, 1); /* x += to_out(o) */
-
-    /* cross-attention: q [B*N, C] reuses the buffer, k and v [B*T, C] cached */
-    float *q = qkv, *k = b->kv, *v = k + (size_t)B * T * C;
-    nn_layernorm_linear(nn, &b->q2, q, x, &b->norm2, BN, 1e-5f, h, 0);
+    nn_attention_block(nn, &b->qkv1, &b->o1, x, &b->norm1, NULL, NULL, B, N, N, heads, 1e-5f);
+    float *k = b->kv, *v = k + (size_t)B * T * C;
     if (kv_fresh || nn_measuring(nn)) {
         nn_linear(nn, &b->k2, ctx, k, B * T);
         nn_linear(nn, &b->v2, ctx, v, B * T);
     }
-    nn_attention(nn, o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0);
-    nn_linear_ex(nn, &b->o2, o, x, BN, 1);
-
-    nn_release(nn, m);
-    nn_layernorm_ff(nn, &b->ff1, &b->ff2, x, &b->norm3, BN, 1e-5f); /* x += ff2(geglu(ff1(norm3(x)))) */
+    nn_attention_block(nn, &b->q2, &b->o2, x, &b->norm2, k, v, B, N, T, heads, 1e-5f);
+    nn_layernorm_ff(nn, &b->ff1, &b->ff2, x, &b->norm3, B * N, 1e-5f); /* x += ff2(geglu(ff1(norm3(x)))) */
 }
 
 /* Transformer2DModel on x[B, H*W, C] in place. GroupNorm eps is fixed at

@@ -28,5 +28,17 @@ void attention_forward_bf16(float *out, const float *q, const float *k, const fl
 size_t attention_lanes_ws(int B, int Nk, int heads, int dh);
 void attention_lanes_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
                              int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws);
+/* The same with bf16 operands where the flags say so (uint16 rows; strides
+ * in elements): the bf16 backend's attention blocks read q (and, in
+ * self-attention, k and v) from a product that wrote bf16, and write the
+ * output in bf16 for the product that follows. Same results as converting
+ * to and from float32 around attention_lanes_forward. */
+struct attention_io {
+    void *out;
+    const void *q, *k, *v;
+    int out16, q16, kv16;
+};
+void attention_lanes_forward_ex(const struct attention_io *io, int B, int Nq, int Nk, int heads, int dh,
+                                int ldq, int ldk, int ldv, float scale, float *ws);
 
 #endif

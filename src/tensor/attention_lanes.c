@@ -112,10 +112,10 @@ LQ_INLINE __m512 exp2_neg(__m512 x)
 
 /* What one task needs. */
 struct lq_job {
-    float *out;
-    int ldo;
-    const float *q; /* first query row, rows ldq apart */
-    int ldq;
+    void *out; /* float32, or bf16 when out16 */
+    int ldo, out16;
+    const void *q; /* first query row, rows ldq apart: float32, or bf16 when q16 */
+    int ldq, q16;
     const uint16_t *k, *vt; /* the head's packed keys [nkp][dh8], values^T [dh8][nkp] */
     int rows, Nk, nkp, dh, dh8;
     float sl; /* scale * log2(e): scores -> base-2 exponents */
@@ -138,7 +138,12 @@ static void pack_queries(uint16_t *q2t, uint16_t *stage, const struct lq_job *a)
 {
     int dh8 = a->dh8, np = dh8 / 2;
     for (int q = 0; q < a->rows; q++)
-        to_bf16_row(stage + (size_t)q * dh8, a->q + (size_t)q * a->ldq, a->dh, dh8);
+        if (a->q16) {
+            memcpy(stage + (size_t)q * dh8, (const uint16_t *)a->q + (size_t)q * a->ldq, a->dh * sizeof(uint16_t));
+            memset(stage + (size_t)q * dh8 + a->dh, 0, (dh8 - a->dh) * sizeof(uint16_t));
+        } else {
+            to_bf16_row(stage + (size_t)q * dh8, (const float *)a->q + (size_t)q * a->ldq, a->dh, dh8);
+        }
     if (a->rows < LQ_QB)
         memset(stage + (size_t)a->rows * dh8, 0, (size_t)(LQ_QB - a->rows) * dh8 * sizeof(uint16_t));
     const __m512i rows = lane_offsets(np);
@@ -149,18 +154,23 @@ static void pack_queries(uint16_t *q2t, uint16_t *stage, const struct lq_job *a)
         }
 }
 
-/* out rows = O^T / l: 16 channels of one query gathered per store. */
+/* out rows = O^T / l: 16 channels of one query gathered per store (in
+ * bf16 when out16: the input of the product that follows). */
 static void store_output(const struct lq_job *a, const float *ot, const float *l)
 {
     const __m512i chans = lane_offsets(LQ_QB);
     for (int q = 0; q < a->rows; q++) {
         __m512 inv = _mm512_set1_ps(1.0f / l[q]);
-        float *orow = a->out + (size_t)q * a->ldo;
         for (int d0 = 0; d0 < a->dh; d0 += 16) {
             __mmask16 t = a->dh - d0 >= 16 ? 0xffff : (__mmask16)((1u << (a->dh - d0)) - 1);
-            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), t, chans,
-                                                ot + (size_t)d0 * LQ_QB + q, 4);
-            _mm512_mask_storeu_ps(orow + d0, t, _mm512_mul_ps(v, inv));
+            __m512 v = _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), t, chans,
+                                                              ot + (size_t)d0 * LQ_QB + q, 4),
+                                     inv);
+            if (a->out16)
+                _mm256_mask_storeu_epi16((uint16_t *)a->out + (size_t)q * a->ldo + d0, t,
+                                         (__m256i)_mm512_cvtneps_pbh(v));
+            else
+                _mm512_mask_storeu_ps((float *)a->out + (size_t)q * a->ldo + d0, t, v);
         }
     }
 }
@@ -240,17 +250,28 @@ static void attend_task(const struct lq_job *a, float *ws)
     store_output(a, ot, l);
 }
 
+/* Row j of k or v (float32, or bf16 when kv16) as bf16, zero-padded to dh8. */
+static void key_row(uint16_t *dst, const void *src, int ld, int j, int kv16, int dh, int dh8)
+{
+    if (kv16) {
+        memcpy(dst, (const uint16_t *)src + (size_t)j * ld, dh * sizeof(uint16_t));
+        memset(dst + dh, 0, (dh8 - dh) * sizeof(uint16_t));
+    } else {
+        to_bf16_row(dst, (const float *)src + (size_t)j * ld, dh, dh8);
+    }
+}
+
 /* Keys j0 .. j1-1 (a multiple of 8 apart; rows from Nk on are zero) of
  * one head into K [nkp][dh8] and V^T [dh8][nkp], bf16. */
-static void pack_keys(uint16_t *kp, uint16_t *vt, const float *k, const float *v, int ldk, int ldv,
-                      int Nk, int nkp, int dh, int dh8, int j0, int j1)
+static void pack_keys(uint16_t *kp, uint16_t *vt, const void *k, const void *v, int kv16, int ldk,
+                      int ldv, int Nk, int nkp, int dh, int dh8, int j0, int j1)
 {
     uint16_t vr[8][ATTENTION_LANES_MAX_DH];
     for (int j8 = j0; j8 < j1; j8 += 8) {
         for (int j = j8; j < j8 + 8; j++) {
             if (j < Nk) {
-                to_bf16_row(kp + (size_t)j * dh8, k + (size_t)j * ldk, dh, dh8);
-                to_bf16_row(vr[j - j8], v + (size_t)j * ldv, dh, dh8);
+                key_row(kp + (size_t)j * dh8, k, ldk, j, kv16, dh, dh8);
+                key_row(vr[j - j8], v, ldv, j, kv16, dh, dh8);
             } else {
                 memset(kp + (size_t)j * dh8, 0, (size_t)dh8 * sizeof(uint16_t));
                 memset(vr[j - j8], 0, (size_t)dh8 * sizeof(uint16_t));
@@ -264,9 +285,12 @@ static void pack_keys(uint16_t *kp, uint16_t *vt, const float *k, const float *v
     }
 }
 
-void attention_lanes_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
-                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws)
+void attention_lanes_forward_ex(const struct attention_io *io, int B, int Nq, int Nk, int heads, int dh,
+                                int ldq, int ldk, int ldv, float scale, float *ws)
 {
+    size_t qs = io->q16 ? 2 : 4, ks = io->kv16 ? 2 : 4, os = io->out16 ? 2 : 4; /* element sizes */
+    const char *q = io->q, *k = io->k, *v = io->v;
+    char *out = io->out;
     int C = heads * dh, dh8 = pad8(dh), nkp = pad_keys(Nk), nqb = (Nq + LQ_QB - 1) / LQ_QB;
     int nkc = (nkp + 63) / 64;
     size_t hf = head_floats(Nk, dh);
@@ -280,9 +304,9 @@ void attention_lanes_forward(float *out, const float *q, const float *k, const f
             for (int c = 0; c < nkc; c++) {
                 int b = bh / heads, h = bh % heads;
                 uint16_t *kp = (uint16_t *)(heads_ws + (size_t)bh * hf);
-                pack_keys(kp, kp + (size_t)nkp * dh8, k + (size_t)b * Nk * ldk + h * dh,
-                          v + (size_t)b * Nk * ldv + h * dh, ldk, ldv, Nk, nkp, dh, dh8, c * 64,
-                          (c + 1) * 64 < nkp ? (c + 1) * 64 : nkp);
+                pack_keys(kp, kp + (size_t)nkp * dh8, k + ((size_t)b * Nk * ldk + h * dh) * ks,
+                          v + ((size_t)b * Nk * ldv + h * dh) * ks, io->kv16, ldk, ldv, Nk, nkp, dh,
+                          dh8, c * 64, (c + 1) * 64 < nkp ? (c + 1) * 64 : nkp);
             }
         float *w = tw + (size_t)omp_get_thread_num() * thread_floats(dh);
         w = (float *)(((uintptr_t)w + 63) & ~(uintptr_t)63);
@@ -291,8 +315,8 @@ void attention_lanes_forward(float *out, const float *q, const float *k, const f
             int qb = t % nqb, h = (t / nqb) % heads, b = t / ((long)nqb * heads), i0 = qb * LQ_QB;
             const uint16_t *kp = (const uint16_t *)(heads_ws + ((size_t)b * heads + h) * hf);
             struct lq_job job = {
-                .out = out + ((size_t)b * Nq + i0) * C + h * dh, .ldo = C,
-                .q = q + ((size_t)b * Nq + i0) * ldq + h * dh, .ldq = ldq,
+                .out = out + (((size_t)b * Nq + i0) * C + h * dh) * os, .ldo = C, .out16 = io->out16,
+                .q = q + (((size_t)b * Nq + i0) * ldq + h * dh) * qs, .ldq = ldq, .q16 = io->q16,
                 .k = kp, .vt = kp + (size_t)nkp * dh8,
                 .rows = Nq - i0 < LQ_QB ? Nq - i0 : LQ_QB, .Nk = Nk, .nkp = nkp, .dh = dh, .dh8 = dh8,
                 .sl = scale * 1.44269504088896341f,
@@ -302,7 +326,22 @@ void attention_lanes_forward(float *out, const float *q, const float *k, const f
     }
 }
 
+void attention_lanes_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws)
+{
+    struct attention_io io = {.out = out, .q = q, .k = k, .v = v};
+    attention_lanes_forward_ex(&io, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, ws);
+}
+
 #else /* no AVX512-BF16: attention.c never calls these */
+
+void attention_lanes_forward_ex(const struct attention_io *io, int B, int Nq, int Nk, int heads, int dh,
+                                int ldq, int ldk, int ldv, float scale, float *ws)
+{
+    (void)io, (void)B, (void)Nq, (void)Nk, (void)heads, (void)dh, (void)ldq, (void)ldk, (void)ldv;
+    (void)scale, (void)ws;
+    SD_ASSERT(0);
+}
 
 size_t attention_lanes_ws(int B, int Nk, int heads, int dh)
 {

@@ -21,6 +21,7 @@
 #ifndef SD_NN_H
 #define SD_NN_H
 
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -126,6 +127,21 @@ struct nn_backend {
     size_t (*ff_ws)(const struct nn_linear *l1, const struct nn_linear *l2, int N);
     void (*layernorm_ff)(const struct nn_linear *l1, const struct nn_linear *l2, float *out,
                          const float *in, const struct nn_norm *n, int N, float eps, float *ws);
+    /* Optional: a transformer block's attention, x += lo(attention(q, k, v))
+     * over B*N rows with q = lq(layernorm(x)), C = lo->out. Self-attention
+     * when k is NULL: lq writes [q | k | v] (3C outputs), T = N. Else
+     * cross-attention with k, v [B*T, C] in float32. The intermediates stay
+     * in the products' format (bf16: lq writes bf16, the attention reads it
+     * and writes its output in bf16 for lo; the same values as the ops one
+     * by one). attn_block_plan: measure mode; ws: attn_block_ws floats.
+     * NULL: the model runs layernorm_linear, attention and linear. */
+    int (*attn_block_plan)(struct nn_linear *lq, struct nn_linear *lo, int B, int N, int heads,
+                           struct sd_err *err);
+    size_t (*attn_block_ws)(const struct nn_linear *lq, const struct nn_linear *lo, int B, int N, int T,
+                            int heads);
+    void (*attn_block)(const struct nn_linear *lq, const struct nn_linear *lo, float *x,
+                       const struct nn_norm *n, const float *k, const float *v, int B, int N, int T,
+                       int heads, float eps, float *ws);
     /* Nearest-neighbour resize [B,H,W,C] -> [B,OH,OW,C] (PyTorch "nearest"). */
     void (*upsample_nearest)(float *out, const float *in, int B, int H, int W, int C, int OH, int OW);
     /* out[p, :] = concat(a[p, :Ca], b[p, :Cb]) for p < npix */
@@ -136,7 +152,7 @@ struct nn_backend {
  * op kind, accumulated by the dispatch functions below while enabled. */
 enum nn_op {
     NN_OP_CONV, NN_OP_LINEAR, NN_OP_ATTENTION, NN_OP_GROUPNORM, NN_OP_LAYERNORM, NN_OP_GEGLU,
-    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
+    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ATTN_BLOCK, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
     NN_OP_COUNT
 };
 struct nn_profile {
@@ -313,6 +329,40 @@ static inline void nn_geglu_linear(struct nn *nn, struct nn_linear *l, float *ou
         NN_PROF_BEGIN();
         nn->be->geglu_linear(l, out, in, N, F, accumulate, ws);
         NN_PROF_END(NN_OP_GEGLU_LINEAR, 2.0 * N * l->in * l->out);
+    }
+    nn_release(nn, m);
+}
+
+/* x += lo(attention(lq(layernorm(x)), k, v)) over B*N rows (nn_backend.
+ * attn_block: self-attention when k is NULL, T = N): the backend's fused
+ * block where there is one, else the ops one by one. */
+static inline void nn_attention_block(struct nn *nn, struct nn_linear *lq, struct nn_linear *lo, float *x,
+                                      const struct nn_norm *n, const float *k, const float *v, int B,
+                                      int N, int T, int heads, float eps)
+{
+    size_t m = nn_mark(nn);
+    int C = lo->out, dh = C / heads, BN = B * N;
+    if (!nn->be->attn_block) {
+        size_t BNC = (size_t)BN * C;
+        float scale = 1.0f / sqrtf((float)dh);
+        float *h = nn_alloc(nn, BNC), *o = nn_alloc(nn, BNC), *q = nn_alloc(nn, k ? BNC : 3 * BNC);
+        nn_layernorm_linear(nn, lq, q, x, n, BN, eps, h, 0);
+        if (k)
+            nn_attention(nn, o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0);
+        else
+            nn_attention(nn, o, q, q + C, q + 2 * C, B, N, N, heads, dh, 3 * C, 3 * C, 3 * C, scale, 0);
+        nn_linear_ex(nn, lo, o, x, BN, 1);
+    } else {
+        float *ws = nn_alloc(nn, nn->be->attn_block_ws(lq, lo, B, N, T, heads));
+        if (nn_measuring(nn)) {
+            if (!nn->status)
+                nn->status = nn->be->attn_block_plan(lq, lo, B, N, heads, &nn->err);
+        } else {
+            NN_PROF_BEGIN();
+            nn->be->attn_block(lq, lo, x, n, k, v, B, N, T, heads, eps, ws);
+            NN_PROF_END(NN_OP_ATTN_BLOCK,
+                        2.0 * BN * C * lq->out + 2.0 * BN * C * C + 4.0 * B * N * T * C);
+        }
     }
     nn_release(nn, m);
 }

@@ -251,6 +251,52 @@ static void cpu_layernorm_ff_bf16(const struct nn_linear *l1, const struct nn_li
     onednn_linear_run_bf16(l2, g, out, N, 1);
 }
 
+#ifdef __AVX512BF16__
+/* A transformer block's attention (nn.h attn_block) with bf16 between the
+ * products: the LayerNorm's rows, lq's output (queries, and keys and
+ * values in self-attention) and the attention's output, which the lanes
+ * kernel reads and writes in bf16 (attention_lanes_forward_ex). Each
+ * value is rounded to bf16 once, where the ops one by one round it on the
+ * way into the next product: the same results, without a float32 copy
+ * written and converted. ws: the three, then the attention's scratch. */
+static size_t cpu_attn_block_ws_bf16(const struct nn_linear *lq, const struct nn_linear *lo, int B, int N,
+                                     int T, int heads)
+{
+    size_t BN = (size_t)B * N;
+    size_t halves = 2 * ff_part(BN * lo->out) + ff_part(BN * lq->out);
+    return halves / 2 + attention_lanes_ws(B, T, heads, lo->out / heads) + 16;
+}
+
+static int cpu_attn_block_plan_bf16(struct nn_linear *lq, struct nn_linear *lo, int B, int N, int heads,
+                                    struct sd_err *err)
+{
+    if (lo->out / heads > ATTENTION_LANES_MAX_DH)
+        return sd_errf(err, SD_ERR_UNSUPPORTED, "bf16 attention: head size %d over %d", lo->out / heads,
+                       ATTENTION_LANES_MAX_DH);
+    int rc = onednn_linear_plan_b2b(lq, B * N, err);
+    return rc ? rc : onednn_linear_plan(lo, B * N, 1, err);
+}
+
+static void cpu_attn_block_bf16(const struct nn_linear *lq, const struct nn_linear *lo, float *x,
+                                const struct nn_norm *n, const float *k, const float *v, int B, int N,
+                                int T, int heads, float eps, float *ws)
+{
+    int C = lo->out, BN = B * N, ld = k ? C : 3 * C;
+    uint16_t *h = (uint16_t *)ws, *q = h + ff_part((size_t)BN * C), *o = q + ff_part((size_t)BN * lq->out);
+    float *aws = (float *)(o + ff_part((size_t)BN * C));
+    layernorm_to_bf16(h, x, n, BN, eps);
+    onednn_linear_run_b2b(lq, h, q, BN);
+    struct attention_io io = {.out = o, .out16 = 1, .q = q, .q16 = 1};
+    if (k)
+        io.k = k, io.v = v;
+    else
+        io.k = q + C, io.v = q + 2 * C, io.kv16 = 1;
+    attention_lanes_forward_ex(&io, B, N, k ? T : N, heads, C / heads, ld, k ? C : ld, k ? C : ld,
+                               1.0f / sqrtf((float)(C / heads)), aws);
+    onednn_linear_run_bf16(lo, o, x, BN, 1);
+}
+#endif
+
 static void cpu_activation(float *x, size_t n, enum nn_act act)
 {
     switch (act) {
@@ -402,5 +448,10 @@ const struct nn_backend nn_backend_cpu_bf16 = {
     .ff_plan = cpu_ff_plan_bf16,
     .ff_ws = cpu_ff_ws_bf16,
     .layernorm_ff = cpu_layernorm_ff_bf16,
+#ifdef __AVX512BF16__
+    .attn_block_plan = cpu_attn_block_plan_bf16,
+    .attn_block_ws = cpu_attn_block_ws_bf16,
+    .attn_block = cpu_attn_block_bf16,
+#endif
     CPU_OPS,
 };

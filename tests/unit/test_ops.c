@@ -1,4 +1,5 @@
 /* test_ops.c - the fast CPU backend against the reference backend, op by op. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,6 +280,59 @@ TEST(ops_ff_bf16)
     be->layer_release(&f2.be_state);
     free(w1), free(b1), free(w2), free(b2), free(g), free(gb), free(x), free(h), free(p), free(q);
     free(y0), free(y1), free(y2);
+}
+
+/* The bf16 backend's attention block (x += lo(attention(lq(layernorm(x)))),
+ * bf16 between the products) gives exactly what its ops give one by one,
+ * in self-attention and in cross-attention, with an odd number of rows. */
+TEST(ops_attn_block_bf16)
+{
+    const struct nn_backend *be = &nn_backend_cpu_bf16;
+#ifdef __AVX512BF16__
+    CHECK(be->attn_block && !nn_backend_cpu.attn_block);
+#endif
+    if (!be->attn_block)
+        return; /* the model runs the ops one by one */
+    int B = 2, N = 37, T = 7, C = 64, heads = 2, dh = C / heads, BN = B * N;
+    float scale = 1.0f / sqrtf((float)dh);
+    float *g = rand_buf(C, 1), *gb = rand_buf(C, 1), *x = rand_buf((size_t)BN * C, 2);
+    float *kv = rand_buf((size_t)2 * B * T * C, 1), *k = kv, *v = kv + (size_t)B * T * C;
+    float *wq = rand_buf((size_t)3 * C * C, 0.2f), *bq = rand_buf(3 * C, 0.3f);
+    float *wo = rand_buf((size_t)C * C, 0.2f), *bo = rand_buf(C, 0.3f);
+    float *q = malloc((size_t)BN * 3 * C * 4), *o = malloc((size_t)BN * C * 4);
+    float *y1 = malloc((size_t)BN * C * 4), *y2 = malloc((size_t)BN * C * 4);
+    struct nn_norm nm = {C, g, gb};
+    struct sd_err err;
+    for (int cross = 0; cross < 2; cross++) {
+        struct nn_linear lq = {C, cross ? C : 3 * C, wq, bq, NULL}, lo = {C, C, wo, bo, NULL};
+        CHECK_MSG(be->linear_prepare(&lq, &err) == SD_OK && be->linear_prepare(&lo, &err) == SD_OK, "%s",
+                  err.msg);
+        int Nk = cross ? T : N;
+        CHECK_MSG(be->attn_block_plan(&lq, &lo, B, N, heads, &err) == SD_OK, "%s", err.msg);
+        CHECK(be->linear_plan(&lq, BN, 0, &err) == SD_OK && be->linear_plan(&lo, BN, 1, &err) == SD_OK);
+        size_t nws = be->linear_ws(&lq, BN) + be->attention_ws(B, N, Nk, heads, dh) + 1;
+        float *ws = calloc(nws, 4);
+        /* one by one */
+        memcpy(y1, x, (size_t)BN * C * 4);
+        be->layernorm_linear(&lq, q, x, &nm, BN, 1e-5f, 0, ws);
+        if (cross)
+            be->attention(o, q, k, v, B, N, T, heads, dh, C, C, C, scale, 0, ws);
+        else
+            be->attention(o, q, q + C, q + 2 * C, B, N, N, heads, dh, 3 * C, 3 * C, 3 * C, scale, 0, ws);
+        be->linear(&lo, o, y1, BN, 1, ws);
+        free(ws);
+        /* fused, in place */
+        ws = calloc(be->attn_block_ws(&lq, &lo, B, N, Nk, heads) + 1, 4);
+        memcpy(y2, x, (size_t)BN * C * 4);
+        be->attn_block(&lq, &lo, y2, &nm, cross ? k : NULL, cross ? v : NULL, B, N, Nk, heads, 1e-5f, ws);
+        free(ws);
+        CHECK_MSG(!memcmp(y1, y2, (size_t)BN * C * 4), "%s-attention block differs from its ops",
+                  cross ? "cross" : "self");
+        be->layer_release(&lq.be_state);
+        be->layer_release(&lo.be_state);
+    }
+    free(g), free(gb), free(x), free(kv), free(wq), free(bq), free(wo), free(bo), free(q), free(o);
+    free(y1), free(y2);
 }
 
 TEST(ops_norms)
