@@ -127,24 +127,21 @@ void resnet_forward(struct nn *nn, struct resnet *r, const float *x, float *out,
                     const float *emb_act)
 {
     size_t HW = (size_t)H * W, m = nn_mark(nn);
-    float *h = nn_alloc(nn, B * HW * r->cin);
     float *h2 = nn_alloc(nn, B * HW * r->cout);
-    nn_groupnorm(nn, h, x, &r->norm1, B, HW, r->groups, r->eps, 1);
-    nn_conv2d(nn, &r->conv1, h, h2, B, H, W);
+    nn_groupnorm_conv(nn, &r->conv1, h2, x, &r->norm1, B, H, W, r->groups, r->eps, 1, 0, NULL);
     if (r->has_temb && emb_act) {
         float *t = nn_alloc(nn, (size_t)B * r->cout);
         nn_linear(nn, &r->temb, emb_act, t, B);
         nn_add_channel_bias(nn, h2, t, B, HW, r->cout);
     }
-    float *h3 = r->cout <= r->cin ? h : nn_alloc(nn, B * HW * r->cout);
-    nn_groupnorm(nn, h3, h2, &r->norm2, B, HW, r->groups, r->eps, 1);
-    /* out = shortcut(x), then out += conv2(h3) inside the convolution. x is
-     * read for the last time here, so out may be x itself (identity). */
+    /* out = shortcut(x), then out += conv2(silu(norm2(h2))) inside the
+     * convolution. x is read for the last time here, so out may be x
+     * itself (identity). */
     if (r->has_shortcut)
         nn_conv2d(nn, &r->shortcut, x, out, B, H, W);
     else
         nn_copy(nn, out, x, B * HW * r->cout);
-    nn_conv2d_ex(nn, &r->conv2, h3, out, B, H, W, 1);
+    nn_groupnorm_conv(nn, &r->conv2, out, h2, &r->norm2, B, H, W, r->groups, r->eps, 1, 1, NULL);
     nn_release(nn, m);
 }
 

@@ -317,10 +317,9 @@ static void unet_run(void *arg)
             x = out, h = h2, w = w2;
         }
     }
-    float *hn = nn_alloc(nn, (size_t)B * h * w * C0);
-    nn_groupnorm(nn, hn, x, &u->norm_out, B, h * w, c->norm_groups, c->norm_eps, 1);
     float *o = nn_alloc(nn, (size_t)B * h * w * c->out_channels);
-    nn_conv2d(nn, &u->conv_out, hn, o, B, h, w);
+    nn_groupnorm_conv(nn, &u->conv_out, o, x, &u->norm_out, B, h, w, c->norm_groups, c->norm_eps, 1, 0,
+                      NULL);
     if (!measuring)
         nhwc_to_nchw(a->out, o, B, c->out_channels, h * w);
 }

@@ -251,8 +251,8 @@ static void decode_run(void *arg)
             nn_release(nn, m);
         }
     }
-    nn_groupnorm(nn, buf[!cur], buf[cur], &d->norm_out, 1, h * w, c->norm_groups, VAE_EPS, 1);
-    nn_conv2d(nn, &d->conv_out, buf[!cur], a->out, 1, h, w);
+    nn_groupnorm_conv(nn, &d->conv_out, a->out, buf[cur], &d->norm_out, 1, h, w, c->norm_groups, VAE_EPS,
+                      1, 0, buf[!cur]);
 }
 
 /* Encoder pass; a->in is [H, W, in_ch], outputs NCHW mean and logvar. */

@@ -123,6 +123,15 @@ struct nn_backend {
      * bf16, so the GEGLU reads its inputs rounded to bf16 where the op
      * sequence reads them in float32). ff_plan: measure mode; ws: ff_ws
      * floats. NULL: the model runs layernorm_linear + geglu_linear. */
+    /* Optional: out = conv(groupnorm(in)) (SiLU between when silu; += when
+     * accumulate) on [B, H, W, n->c], the normalised image written in the
+     * convolution's input format (bf16: rounded once, where the op pair
+     * rounds the float32 image inside the convolution; a Winograd layer's
+     * input transform then starts from those bf16 values). Planned by
+     * conv2d_plan; ws: gn_conv_ws floats. NULL: groupnorm then conv2d. */
+    size_t (*gn_conv_ws)(const struct nn_conv2d *l, int B, int H, int W);
+    void (*groupnorm_conv)(const struct nn_conv2d *l, float *out, const float *in, const struct nn_norm *n,
+                           int B, int H, int W, int G, float eps, int silu, int accumulate, float *ws);
     int (*ff_plan)(struct nn_linear *l1, struct nn_linear *l2, int N, struct sd_err *err);
     size_t (*ff_ws)(const struct nn_linear *l1, const struct nn_linear *l2, int N);
     void (*layernorm_ff)(const struct nn_linear *l1, const struct nn_linear *l2, float *out,
@@ -152,7 +161,7 @@ struct nn_backend {
  * op kind, accumulated by the dispatch functions below while enabled. */
 enum nn_op {
     NN_OP_CONV, NN_OP_LINEAR, NN_OP_ATTENTION, NN_OP_GROUPNORM, NN_OP_LAYERNORM, NN_OP_GEGLU,
-    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ATTN_BLOCK, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
+    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ATTN_BLOCK, NN_OP_GN_CONV, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
     NN_OP_COUNT
 };
 struct nn_profile {
@@ -256,6 +265,33 @@ static inline void nn_groupnorm(struct nn *nn, float *out, const float *in, cons
     NN_PROF_BEGIN();
     nn->be->groupnorm(out, in, n, B, HW, G, eps, silu);
     NN_PROF_END(NN_OP_GROUPNORM, 0);
+}
+
+/* out = conv(silu?(groupnorm(in))), or += when accumulate: the backend's
+ * fused pair where there is one, else the two ops through tmp ([B, H, W,
+ * n->c] floats; NULL: taken from the arena). */
+static inline void nn_groupnorm_conv(struct nn *nn, struct nn_conv2d *l, float *out, const float *in,
+                                     const struct nn_norm *n, int B, int H, int W, int G, float eps,
+                                     int silu, int accumulate, float *tmp)
+{
+    size_t m = nn_mark(nn);
+    if (!nn->be->groupnorm_conv) {
+        float *h = tmp ? tmp : nn_alloc(nn, (size_t)B * H * W * n->c);
+        nn_groupnorm(nn, h, in, n, B, H * W, G, eps, silu);
+        nn_conv2d_ex(nn, l, h, out, B, H, W, accumulate);
+    } else {
+        float *ws = nn_alloc(nn, nn->be->gn_conv_ws(l, B, H, W));
+        if (nn_measuring(nn)) {
+            if (!nn->status && nn->be->conv2d_plan)
+                nn->status = nn->be->conv2d_plan(l, B, H, W, accumulate, &nn->err);
+        } else {
+            NN_PROF_BEGIN();
+            nn->be->groupnorm_conv(l, out, in, n, B, H, W, G, eps, silu, accumulate, ws);
+            NN_PROF_END(NN_OP_GN_CONV, 2.0 * B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W) *
+                                           l->cout * l->cin * l->k * l->k);
+        }
+    }
+    nn_release(nn, m);
 }
 
 static inline void nn_layernorm(struct nn *nn, float *out, const float *in, const struct nn_norm *n,

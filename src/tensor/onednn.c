@@ -540,6 +540,15 @@ void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, i
     run(l->be_state, key, in, (size_t)M * l->in, out, ws);
 }
 
+void onednn_conv2d_run_in16(const struct nn_conv2d *l, const uint16_t *in16, float *out, int B, int H,
+                            int W, int accumulate)
+{
+    const struct dn_layer *st = l->be_state;
+    SD_ASSERT(st->bf16);
+    int key[4] = {B, H, W, accumulate};
+    execute(st, key, in16, out);
+}
+
 void onednn_linear_run_bf16(const struct nn_linear *l, const uint16_t *in16, float *out, int M,
                             int accumulate)
 {

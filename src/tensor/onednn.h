@@ -25,6 +25,8 @@ void onednn_linear_run(const struct nn_linear *l, const float *in, float *out, i
  * [M, in] uint16): no conversion, no scratch. */
 void onednn_linear_run_bf16(const struct nn_linear *l, const uint16_t *in16, float *out, int M,
                             int accumulate);
+void onednn_conv2d_run_in16(const struct nn_conv2d *l, const uint16_t *in16, float *out, int B, int H,
+                            int W, int accumulate);
 /* bf16 in and bf16 out (out16: [M, out], rounded to nearest even from the
  * float32 sums, bias included): for a product whose output only feeds
  * another bf16 product. Planned by onednn_linear_plan_b2b. */

@@ -30,59 +30,67 @@
  * per-channel scale and shift (and SiLU) are applied into out. */
 #define GN_BLOCK 64
 
+/* Per-channel scale and shift of image x [HW, C] (see above). */
+static void groupnorm_affine(float *scale, float *shift, const float *x, const struct nn_norm *n, int HW,
+                             int G, float eps)
+{
+    int C = n->c, cg = C / G, nblk = (HW + GN_BLOCK - 1) / GN_BLOCK;
+    double sum[C], sq[C];
+    const float *k = x; /* k_c: pixel 0 */
+    memset(sum, 0, (size_t)C * sizeof *sum);
+    memset(sq, 0, (size_t)C * sizeof *sq);
+#pragma omp parallel if ((size_t)HW * C >= PAR_MIN)
+    {
+        double ls[C], lq[C];
+        float fs[C], fq[C];
+        memset(ls, 0, sizeof ls);
+        memset(lq, 0, sizeof lq);
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < nblk; blk++) {
+            int p1 = (blk + 1) * GN_BLOCK < HW ? (blk + 1) * GN_BLOCK : HW;
+            memset(fs, 0, sizeof fs);
+            memset(fq, 0, sizeof fq);
+            for (int p = blk * GN_BLOCK; p < p1; p++) {
+                const float *xp = x + (size_t)p * C;
+                for (int c = 0; c < C; c++) {
+                    float d = xp[c] - k[c];
+                    fs[c] += d;
+                    fq[c] += d * d;
+                }
+            }
+            for (int c = 0; c < C; c++)
+                ls[c] += fs[c], lq[c] += fq[c];
+        }
+#pragma omp critical
+        for (int c = 0; c < C; c++)
+            sum[c] += ls[c], sq[c] += lq[c];
+    }
+    for (int g = 0; g < G; g++) {
+        double mean = 0, var = 0;
+        for (int c = g * cg; c < (g + 1) * cg; c++)
+            mean += k[c] + sum[c] / HW;
+        mean /= cg;
+        for (int c = g * cg; c < (g + 1) * cg; c++) {
+            double mc = sum[c] / HW, vc = sq[c] / HW - mc * mc, dm = k[c] + mc - mean;
+            var += (vc > 0 ? vc : 0) + dm * dm;
+        }
+        double rstd = 1.0 / sqrt(var / cg + eps);
+        for (int c = g * cg; c < (g + 1) * cg; c++) {
+            scale[c] = (float)(rstd * n->w[c]);
+            shift[c] = (float)(n->b[c] - mean * rstd * n->w[c]);
+        }
+    }
+}
+
 static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
                           float eps, int do_silu)
 {
-    int C = n->c, cg = C / G, nblk = (HW + GN_BLOCK - 1) / GN_BLOCK;
+    int C = n->c;
     for (int b = 0; b < B; b++) {
         const float *x = in + (size_t)b * HW * C;
         float *y = out + (size_t)b * HW * C;
-        double sum[C], sq[C];
         float scale[C], shift[C];
-        const float *k = x; /* k_c: pixel 0 */
-        memset(sum, 0, (size_t)C * sizeof *sum);
-        memset(sq, 0, (size_t)C * sizeof *sq);
-#pragma omp parallel if ((size_t)HW * C >= PAR_MIN)
-        {
-            double ls[C], lq[C];
-            float fs[C], fq[C];
-            memset(ls, 0, sizeof ls);
-            memset(lq, 0, sizeof lq);
-#pragma omp for schedule(static)
-            for (int blk = 0; blk < nblk; blk++) {
-                int p1 = (blk + 1) * GN_BLOCK < HW ? (blk + 1) * GN_BLOCK : HW;
-                memset(fs, 0, sizeof fs);
-                memset(fq, 0, sizeof fq);
-                for (int p = blk * GN_BLOCK; p < p1; p++) {
-                    const float *xp = x + (size_t)p * C;
-                    for (int c = 0; c < C; c++) {
-                        float d = xp[c] - k[c];
-                        fs[c] += d;
-                        fq[c] += d * d;
-                    }
-                }
-                for (int c = 0; c < C; c++)
-                    ls[c] += fs[c], lq[c] += fq[c];
-            }
-#pragma omp critical
-            for (int c = 0; c < C; c++)
-                sum[c] += ls[c], sq[c] += lq[c];
-        }
-        for (int g = 0; g < G; g++) {
-            double mean = 0, var = 0;
-            for (int c = g * cg; c < (g + 1) * cg; c++)
-                mean += k[c] + sum[c] / HW;
-            mean /= cg;
-            for (int c = g * cg; c < (g + 1) * cg; c++) {
-                double mc = sum[c] / HW, vc = sq[c] / HW - mc * mc, dm = k[c] + mc - mean;
-                var += (vc > 0 ? vc : 0) + dm * dm;
-            }
-            double rstd = 1.0 / sqrt(var / cg + eps);
-            for (int c = g * cg; c < (g + 1) * cg; c++) {
-                scale[c] = (float)(rstd * n->w[c]);
-                shift[c] = (float)(n->b[c] - mean * rstd * n->w[c]);
-            }
-        }
+        groupnorm_affine(scale, shift, x, n, HW, G, eps);
 #pragma omp parallel for schedule(static) if ((size_t)HW * C >= PAR_MIN)
         for (int p = 0; p < HW; p++) {
             const float *xp = x + (size_t)p * C;
@@ -297,6 +305,50 @@ static void cpu_attn_block_bf16(const struct nn_linear *lq, const struct nn_line
 }
 #endif
 
+/* GroupNorm (+ SiLU) -> convolution (nn.h groupnorm_conv) for the bf16
+ * backend: the normalised image is written in bf16, the convolution's
+ * input format, and read by it directly (oneDNN: the same bits as
+ * converting the float32 op's output; Winograd: its input transform
+ * starts from the bf16 values instead of float32 ones). ws: the bf16
+ * image, then the convolution's scratch. */
+static size_t cpu_gn_conv_ws_bf16(const struct nn_conv2d *l, int B, int H, int W)
+{
+    size_t halves = ff_part((size_t)B * H * W * l->cin);
+    return halves / 2 + (winograd_owns(l->be_state) ? winograd_ws(l, B, H, W) : 0);
+}
+
+static void cpu_groupnorm_conv_bf16(const struct nn_conv2d *l, float *out, const float *in,
+                                    const struct nn_norm *n, int B, int H, int W, int G, float eps,
+                                    int do_silu, int accumulate, float *ws)
+{
+    int C = n->c, HW = H * W;
+    uint16_t *h = (uint16_t *)ws;
+    for (int b = 0; b < B; b++) {
+        const float *x = in + (size_t)b * HW * C;
+        uint16_t *y = h + (size_t)b * HW * C;
+        float scale[C], shift[C];
+        groupnorm_affine(scale, shift, x, n, HW, G, eps);
+#pragma omp parallel for schedule(static) if ((size_t)HW * C >= PAR_MIN)
+        for (int p = 0; p < HW; p++) {
+            const float *xp = x + (size_t)p * C;
+            float piece[ROW_PIECE];
+            for (int c0 = 0; c0 < C; c0 += ROW_PIECE) {
+                int w = C - c0 < ROW_PIECE ? C - c0 : ROW_PIECE;
+                for (int c = 0; c < w; c++)
+                    piece[c] = xp[c0 + c] * scale[c0 + c] + shift[c0 + c];
+                if (do_silu)
+                    vsilu(piece, w);
+                to_bf16_row(y + (size_t)p * C + c0, piece, w, w);
+            }
+        }
+    }
+    float *cws = ws + ff_part((size_t)B * HW * C) / 2;
+    if (winograd_owns(l->be_state))
+        winograd_run_in16(l, h, out, B, H, W, accumulate, cws);
+    else
+        onednn_conv2d_run_in16(l, h, out, B, H, W, accumulate);
+}
+
 static void cpu_activation(float *x, size_t n, enum nn_act act)
 {
     switch (act) {
@@ -448,6 +500,8 @@ const struct nn_backend nn_backend_cpu_bf16 = {
     .ff_plan = cpu_ff_plan_bf16,
     .ff_ws = cpu_ff_ws_bf16,
     .layernorm_ff = cpu_layernorm_ff_bf16,
+    .gn_conv_ws = cpu_gn_conv_ws_bf16,
+    .groupnorm_conv = cpu_groupnorm_conv_bf16,
 #ifdef __AVX512BF16__
     .attn_block_plan = cpu_attn_block_plan_bf16,
     .attn_block_ws = cpu_attn_block_ws_bf16,

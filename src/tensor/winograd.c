@@ -65,6 +65,14 @@ static inline v16 load16(const float *p)
 
 static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
+/* 16 bf16 values as floats (exact). */
+static inline v16 load16_bf16(const uint16_t *p)
+{
+    v16h h;
+    memcpy(&h, p, sizeof h);
+    return (v16)(__builtin_convertvector(h, v16u) << 16);
+}
+
 /* float -> bf16, round to nearest even (activations are finite): one
  * instruction with AVX512-BF16 (the shift-and-add rounding made the bf16
  * input transform slower than the float32 one), the same bits without. */
@@ -234,8 +242,9 @@ size_t winograd_ws(const struct nn_conv2d *l, int B, int H, int W)
 }
 
 /* V[x][r] = B^T d B for the tiles t0 .. t0+nt-1 (rows r of the chunk);
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
-static void input_transform(int C, const float *in, int H, int W, int t0, int nt, size_t plane,
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. in: float32, or bf16
+ * when in16. */
+static void input_transform(int C, const void *in, int in16, int H, int W, int t0, int nt, size_t plane,
                             void *V, int bf16)
 {
     int TH = (H + 1) / 2, TW = (W + 1) / 2;
@@ -247,9 +256,10 @@ static void input_transform(int C, const float *in, int H, int W, int t0, int nt
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 4; j++) {
                     int y = y0 + i, x = x0 + j;
-                    d[i][j] = y >= 0 && y < H && x >= 0 && x < W
-                                  ? load16(in + (((size_t)b * H + y) * W + x) * C + c)
-                                  : (v16){0};
+                    size_t at = (((size_t)b * H + y) * W + x) * C + c;
+                    d[i][j] = !(y >= 0 && y < H && x >= 0 && x < W) ? (v16){0}
+                              : in16                                 ? load16_bf16((const uint16_t *)in + at)
+                                                                     : load16((const float *)in + at);
                 }
             for (int j = 0; j < 4; j++) {
                 e[0][j] = d[0][j] - d[2][j];
@@ -304,8 +314,8 @@ static void output_transform(int C, const float *bias, const float *M, float *ou
     }
 }
 
-void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
-                  int accumulate, float *ws)
+static void run(const struct nn_conv2d *l, const void *in, int in16, float *out, int B, int H, int W,
+                int accumulate, float *ws)
 {
     const struct wino_layer *st = l->be_state;
     struct wino_shape *s = shape_find(st, B, H, W);
@@ -316,7 +326,7 @@ void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B,
     int T = n_tiles(B, H, W);
     for (int t0 = 0; t0 < T; t0 += s->chunk) {
         int nt = T - t0 < s->chunk ? T - t0 : s->chunk;
-        input_transform(l->cin, in, H, W, t0, nt, vp, V, st->bf16);
+        input_transform(l->cin, in, in16, H, W, t0, nt, vp, V, st->bf16);
         /* A short last chunk: zero the unused rows (their outputs are not
          * read; each product row depends on its own row only). */
         size_t el = st->bf16 ? 2 : 4, row = (size_t)l->cin * el;
@@ -325,6 +335,19 @@ void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B,
         onednn_bmm_run(s->bmm, V, st->u, M);
         output_transform(l->cout, l->b, M, out, H, W, t0, nt, mp, accumulate);
     }
+}
+
+void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                  int accumulate, float *ws)
+{
+    run(l, in, 0, out, B, H, W, accumulate, ws);
+}
+
+void winograd_run_in16(const struct nn_conv2d *l, const uint16_t *in16, float *out, int B, int H, int W,
+                       int accumulate, float *ws)
+{
+    SD_ASSERT(((const struct wino_layer *)l->be_state)->bf16);
+    run(l, in16, 1, out, B, H, W, accumulate, ws);
 }
 
 size_t winograd_weight_bytes(const void *be_state)

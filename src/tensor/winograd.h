@@ -23,6 +23,8 @@
 #ifndef SD_WINOGRAD_H
 #define SD_WINOGRAD_H
 
+#include <stdint.h>
+
 #include "tensor/nn.h"
 
 /* 1 when this layer takes the Winograd path (3x3, stride 1, padding 1,
@@ -37,6 +39,9 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
 size_t winograd_ws(const struct nn_conv2d *l, int B, int H, int W);
 void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
                   int accumulate, float *ws);
+/* The same from a bf16 input (a bf16-prepared layer; in16 [B,H,W,cin]). */
+void winograd_run_in16(const struct nn_conv2d *l, const uint16_t *in16, float *out, int B, int H, int W,
+                       int accumulate, float *ws);
 size_t winograd_weight_bytes(const void *be_state);
 void winograd_release(void **be_state);
 

@@ -335,6 +335,54 @@ TEST(ops_attn_block_bf16)
     free(y1), free(y2);
 }
 
+/* The bf16 backend's GroupNorm -> convolution: against the same backend's
+ * two ops (which differ by where the image is rounded to bf16) and against
+ * the reference, for a Winograd layer and a oneDNN one (1x1), silu or
+ * not, accumulating or not. */
+TEST(ops_groupnorm_conv_bf16)
+{
+    const struct nn_backend *be = &nn_backend_cpu_bf16;
+    CHECK(be->groupnorm_conv && !nn_backend_cpu.groupnorm_conv && !nn_backend_ref.groupnorm_conv);
+    int B = 2, H = 11, W = 9, C = 64, G = 8, cout = 48;
+    size_t nin = (size_t)B * H * W * C, nout = (size_t)B * H * W * cout;
+    float *x = rand_buf(nin, 3), *g = rand_buf(C, 1), *gb = rand_buf(C, 1), *r = rand_buf(nout, 1);
+    float *h = malloc(nin * 4), *y0 = malloc(nout * 4), *y1 = malloc(nout * 4), *y2 = malloc(nout * 4);
+    struct nn_norm nm = {C, g, gb};
+    for (int k = 1; k <= 3; k += 2) {
+        float *w = rand_buf((size_t)cout * C * k * k, 0.1f), *b = rand_buf(cout, 0.5f);
+        struct nn_conv2d l = {C, cout, k, 1, k / 2, k / 2, w, b, NULL, 0}, f = l;
+        struct sd_err err;
+        CHECK_MSG(be->conv2d_prepare(&f, &err) == SD_OK, "%s", err.msg);
+        CHECK(winograd_owns(f.be_state) == (k == 3));
+        for (int silu = 0; silu < 2; silu++)
+            for (int acc = 0; acc < 2; acc++) {
+                CHECK_MSG(be->conv2d_plan(&f, B, H, W, acc, &err) == SD_OK, "%s", err.msg);
+                nn_backend_ref.groupnorm(h, x, &nm, B, H * W, G, 1e-6f, silu);
+                nn_backend_ref.conv2d(&l, h, y0, B, H, W, 0, NULL);
+                float *ws = calloc(be->conv2d_ws(&f, B, H, W) + 1, 4);
+                memcpy(y1, r, nout * 4);
+                be->groupnorm(h, x, &nm, B, H * W, G, 1e-6f, silu);
+                be->conv2d(&f, h, y1, B, H, W, acc, ws);
+                free(ws);
+                ws = calloc(be->gn_conv_ws(&f, B, H, W) + 1, 4);
+                memcpy(y2, r, nout * 4);
+                be->groupnorm_conv(&f, y2, x, &nm, B, H, W, G, 1e-6f, silu, acc, ws);
+                free(ws);
+                if (acc)
+                    for (size_t j = 0; j < nout; j++)
+                        y1[j] -= r[j], y2[j] -= r[j];
+                double d_pair = rel_diff(y2, y1, nout), d_ref = rel_diff(y2, y0, nout);
+                if (k == 1) /* oneDNN reads the same bf16 values either way */
+                    CHECK_MSG(d_pair == 0, "1x1: fused differs from the two ops by %g", d_pair);
+                CHECK_MSG(d_pair < 1e-2 && d_ref < 2e-2, "k%d silu=%d acc=%d: %g vs the ops, %g vs reference",
+                          k, silu, acc, d_pair, d_ref);
+            }
+        be->layer_release(&f.be_state);
+        free(w), free(b);
+    }
+    free(x), free(g), free(gb), free(r), free(h), free(y0), free(y1), free(y2);
+}
+
 TEST(ops_norms)
 {
     int B = 2, HW = 37, C = 24, G = 8;
