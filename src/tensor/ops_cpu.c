@@ -416,7 +416,7 @@ static void cpu_concat_channels(float *out, const float *a, int Ca, const float 
  * convolution elsewhere; the layer's be_state says which. */
 static int conv_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
 {
-    return winograd_eligible(l) ? winograd_prepare(l, bf16, err) : onednn_conv2d_prepare(l, bf16, err);
+    return winograd_eligible(l, bf16) ? winograd_prepare(l, bf16, err) : onednn_conv2d_prepare(l, bf16, err);
 }
 
 static int conv_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err)

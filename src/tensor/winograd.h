@@ -28,9 +28,10 @@
 #include "tensor/nn.h"
 
 /* 1 when this layer takes the Winograd path (3x3, stride 1, padding 1,
- * channel counts multiples of 16, weights small enough). The environment
- * variable DIFFUSIOND_WINOGRAD=0 turns the path off (for comparisons). */
-int winograd_eligible(const struct nn_conv2d *l);
+ * channel counts multiples of 16, weights small enough for the pixels it
+ * sees, in bf16 or float32). The environment variable
+ * DIFFUSIOND_WINOGRAD=0 turns the path off (for comparisons). */
+int winograd_eligible(const struct nn_conv2d *l, int bf16);
 /* 1 when be_state was made by winograd_prepare. */
 int winograd_owns(const void *be_state);
 

@@ -111,7 +111,7 @@ TEST(ops_conv2d)
 TEST(ops_conv2d_winograd)
 {
     struct nn_conv2d l = {32, 48, 3, 1, 1, 1, NULL, NULL, NULL, 0};
-    CHECK(winograd_eligible(&l));
+    CHECK(winograd_eligible(&l, 0) && winograd_eligible(&l, 1));
     check_conv(2, 32, 48, 3, 1, 1, 1, 16, 16, 1);
     check_conv(1, 16, 32, 3, 1, 1, 1, 9, 7, 1);
     check_conv(1, 16, 16, 3, 1, 1, 1, 1, 3, 0);
@@ -130,11 +130,14 @@ TEST(ops_conv2d_winograd)
     free(w);
     /* Large layers only where they see enough pixels (nn_conv2d.px). */
     struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL, 0};
-    CHECK(!winograd_eligible(&big)); /* unknown: transformed weights may not pay */
+    CHECK(!winograd_eligible(&big, 0) && !winograd_eligible(&big, 1)); /* unknown: weights may not pay */
+    big.px = 4 * 4;
+    CHECK(!winograd_eligible(&big, 0) && !winograd_eligible(&big, 1)); /* SD's innermost level at 256x256 */
     big.px = 8 * 8;
-    CHECK(!winograd_eligible(&big)); /* a UNet's innermost level */
+    CHECK(!winograd_eligible(&big, 0)); /* float32: not for 16/9 the weights */
+    CHECK(winograd_eligible(&big, 1));  /* bf16: smaller than float32 direct weights */
     big.px = 16 * 16;
-    CHECK(winograd_eligible(&big));
+    CHECK(winograd_eligible(&big, 0) && winograd_eligible(&big, 1));
 }
 
 TEST(ops_linear)
