@@ -29,6 +29,9 @@
  * variances combine as var = mean_c(var_c + (mean_c - mean)^2). Then the
  * per-channel scale and shift (and SiLU) are applied into out. */
 #define GN_BLOCK 64
+/* Floats of a row computed at a time into an L1 buffer before rounding to
+ * bf16 (the bf16 producers below). */
+#define ROW_PIECE 256
 
 /* Per-channel scale and shift of image x [HW, C] (see above). */
 static void groupnorm_affine(float *scale, float *shift, const float *x, const struct nn_norm *n, int HW,
@@ -82,25 +85,39 @@ static void groupnorm_affine(float *scale, float *shift, const float *x, const s
     }
 }
 
-static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
-                          float eps, int do_silu)
+/* out = silu?(groupnorm(in)) in float32, or in bf16 when out16 (rounded
+ * from the same float32 values, a row piece at a time). */
+static void groupnorm_run(void *out, int out16, const float *in, const struct nn_norm *n, int B, int HW,
+                          int G, float eps, int do_silu)
 {
     int C = n->c;
     for (int b = 0; b < B; b++) {
         const float *x = in + (size_t)b * HW * C;
-        float *y = out + (size_t)b * HW * C;
         float scale[C], shift[C];
         groupnorm_affine(scale, shift, x, n, HW, G, eps);
 #pragma omp parallel for schedule(static) if ((size_t)HW * C >= PAR_MIN)
         for (int p = 0; p < HW; p++) {
             const float *xp = x + (size_t)p * C;
-            float *yp = y + (size_t)p * C;
-            for (int c = 0; c < C; c++)
-                yp[c] = xp[c] * scale[c] + shift[c];
-            if (do_silu)
-                vsilu(yp, C);
+            size_t at = ((size_t)b * HW + p) * C;
+            float piece[ROW_PIECE];
+            for (int c0 = 0; c0 < C; c0 += ROW_PIECE) {
+                int w = C - c0 < ROW_PIECE ? C - c0 : ROW_PIECE;
+                float *y = out16 ? piece : (float *)out + at + c0;
+                for (int c = 0; c < w; c++)
+                    y[c] = xp[c0 + c] * scale[c0 + c] + shift[c0 + c];
+                if (do_silu)
+                    vsilu(y, w);
+                if (out16)
+                    to_bf16_row((uint16_t *)out + at + c0, piece, w, w);
+            }
         }
     }
+}
+
+static void cpu_groupnorm(float *out, const float *in, const struct nn_norm *n, int B, int HW, int G,
+                          float eps, int do_silu)
+{
+    groupnorm_run(out, 0, in, n, B, HW, G, eps, do_silu);
 }
 
 /* Sum of x[0..n) in 16 float lanes (each lane a separate chain, so the
@@ -180,8 +197,8 @@ static void cpu_geglu(float *out, const float *in, size_t N, int F)
 /* The bf16 backend's fused pairs (nn.h): the row is computed in float32
  * as by the plain op, a piece at a time into an L1 buffer, and stored as
  * the product's bf16 input in ws (the same rounding the product's own
- * conversion applies, so the results are bit for bit those of the two ops). */
-#define ROW_PIECE 256
+ * conversion applies, so the results are bit for bit those of the two ops);
+ * ROW_PIECE floats at a time (defined with the norms). */
 
 /* h[N, C] = bf16(layernorm(in)) */
 static void layernorm_to_bf16(uint16_t *h, const float *in, const struct nn_norm *n, int N, float eps)
@@ -323,25 +340,7 @@ static void cpu_groupnorm_conv_bf16(const struct nn_conv2d *l, float *out, const
 {
     int C = n->c, HW = H * W;
     uint16_t *h = (uint16_t *)ws;
-    for (int b = 0; b < B; b++) {
-        const float *x = in + (size_t)b * HW * C;
-        uint16_t *y = h + (size_t)b * HW * C;
-        float scale[C], shift[C];
-        groupnorm_affine(scale, shift, x, n, HW, G, eps);
-#pragma omp parallel for schedule(static) if ((size_t)HW * C >= PAR_MIN)
-        for (int p = 0; p < HW; p++) {
-            const float *xp = x + (size_t)p * C;
-            float piece[ROW_PIECE];
-            for (int c0 = 0; c0 < C; c0 += ROW_PIECE) {
-                int w = C - c0 < ROW_PIECE ? C - c0 : ROW_PIECE;
-                for (int c = 0; c < w; c++)
-                    piece[c] = xp[c0 + c] * scale[c0 + c] + shift[c0 + c];
-                if (do_silu)
-                    vsilu(piece, w);
-                to_bf16_row(y + (size_t)p * C + c0, piece, w, w);
-            }
-        }
-    }
+    groupnorm_run(h, 1, in, n, B, HW, G, eps, do_silu);
     float *cws = ws + ff_part((size_t)B * HW * C) / 2;
     if (winograd_owns(l->be_state))
         winograd_run_in16(l, h, out, B, H, W, accumulate, cws);
