@@ -242,16 +242,19 @@ static void cpu_geglu_linear_bf16(const struct nn_linear *l, float *out, const f
     onednn_linear_run_bf16(l, g, out, N, accumulate);
 }
 
+/* bf16 elements of a buffer in a fused op's ws, rounded up so that the
+ * next buffer starts on a 64-byte boundary. */
+static size_t bf16_part(size_t halves) { return (halves + 31) / 32 * 32; }
+
 /* The feed-forward (nn.h layernorm_ff) with bf16 intermediates: the
  * LayerNorm's rows, l1's output (oneDNN writes it in bf16, which is all
  * the float32 values were used for besides the GEGLU, and 3-9% faster
  * than writing float32 for these shapes: K = 320..1280) and the GEGLU's
- * output. ws holds the three, each from a 64-byte boundary. */
-static size_t ff_part(size_t halves) { return (halves + 31) / 32 * 32; }
+ * output. ws holds the three. */
 
 static size_t cpu_ff_ws_bf16(const struct nn_linear *l1, const struct nn_linear *l2, int N)
 {
-    size_t halves = ff_part((size_t)N * l1->in) + ff_part((size_t)N * l1->out) + ff_part((size_t)N * l2->in);
+    size_t halves = bf16_part((size_t)N * l1->in) + bf16_part((size_t)N * l1->out) + bf16_part((size_t)N * l2->in);
     return halves / 2;
 }
 
@@ -267,7 +270,7 @@ static void cpu_layernorm_ff_bf16(const struct nn_linear *l1, const struct nn_li
                                   const float *in, const struct nn_norm *n, int N, float eps, float *ws)
 {
     int F = l2->in;
-    uint16_t *h = (uint16_t *)ws, *p = h + ff_part((size_t)N * n->c), *g = p + ff_part((size_t)N * 2 * F);
+    uint16_t *h = (uint16_t *)ws, *p = h + bf16_part((size_t)N * n->c), *g = p + bf16_part((size_t)N * 2 * F);
     layernorm_to_bf16(h, in, n, N, eps);
     onednn_linear_run_b2b(l1, h, p, N);
 #pragma omp parallel for schedule(static) if ((size_t)N * F >= PAR_MIN)
@@ -288,7 +291,7 @@ static size_t cpu_attn_block_ws_bf16(const struct nn_linear *lq, const struct nn
                                      int T, int heads)
 {
     size_t BN = (size_t)B * N;
-    size_t halves = 2 * ff_part(BN * lo->out) + ff_part(BN * lq->out);
+    size_t halves = 2 * bf16_part(BN * lo->out) + bf16_part(BN * lq->out);
     return halves / 2 + attention_lanes_ws(B, T, heads, lo->out / heads) + 16;
 }
 
@@ -306,9 +309,9 @@ static void cpu_attn_block_bf16(const struct nn_linear *lq, const struct nn_line
                                 const struct nn_norm *n, const float *k, const float *v, int B, int N,
                                 int T, int heads, float eps, float *ws)
 {
-    int C = lo->out, BN = B * N, ld = k ? C : 3 * C;
-    uint16_t *h = (uint16_t *)ws, *q = h + ff_part((size_t)BN * C), *o = q + ff_part((size_t)BN * lq->out);
-    float *aws = (float *)(o + ff_part((size_t)BN * C));
+    int C = lo->out, BN = B * N, ld = k ? C : 3 * C; /* rows of q (and self k, v): [q] or [q|k|v] */
+    uint16_t *h = (uint16_t *)ws, *q = h + bf16_part((size_t)BN * C), *o = q + bf16_part((size_t)BN * lq->out);
+    float *aws = (float *)(o + bf16_part((size_t)BN * C));
     layernorm_to_bf16(h, x, n, BN, eps);
     onednn_linear_run_b2b(lq, h, q, BN);
     struct attention_io io = {.out = o, .out16 = 1, .q = q, .q16 = 1};
@@ -316,7 +319,7 @@ static void cpu_attn_block_bf16(const struct nn_linear *lq, const struct nn_line
         io.k = k, io.v = v;
     else
         io.k = q + C, io.v = q + 2 * C, io.kv16 = 1;
-    attention_lanes_forward_ex(&io, B, N, k ? T : N, heads, C / heads, ld, k ? C : ld, k ? C : ld,
+    attention_lanes_forward_ex(&io, B, N, k ? T : N, heads, C / heads, ld, ld, ld,
                                1.0f / sqrtf((float)(C / heads)), aws);
     onednn_linear_run_bf16(lo, o, x, BN, 1);
 }
@@ -330,7 +333,7 @@ static void cpu_attn_block_bf16(const struct nn_linear *lq, const struct nn_line
  * image, then the convolution's scratch. */
 static size_t cpu_gn_conv_ws_bf16(const struct nn_conv2d *l, int B, int H, int W)
 {
-    size_t halves = ff_part((size_t)B * H * W * l->cin);
+    size_t halves = bf16_part((size_t)B * H * W * l->cin);
     return halves / 2 + (winograd_owns(l->be_state) ? winograd_ws(l, B, H, W) : 0);
 }
 
@@ -341,7 +344,7 @@ static void cpu_groupnorm_conv_bf16(const struct nn_conv2d *l, float *out, const
     int C = n->c, HW = H * W;
     uint16_t *h = (uint16_t *)ws;
     groupnorm_run(h, 1, in, n, B, HW, G, eps, do_silu);
-    float *cws = ws + ff_part((size_t)B * HW * C) / 2;
+    float *cws = ws + bf16_part((size_t)B * HW * C) / 2;
     if (winograd_owns(l->be_state))
         winograd_run_in16(l, h, out, B, H, W, accumulate, cws);
     else

@@ -79,20 +79,13 @@ static inline v16 load16_bf16(const uint16_t *p)
     return (v16)(__builtin_convertvector(h, v16u) << 16);
 }
 
-/* float -> bf16, round to nearest even (activations are finite): one
- * instruction with AVX512-BF16 (the shift-and-add rounding made the bf16
- * input transform slower than the float32 one), the same bits without. */
+/* float -> bf16, round to nearest even (activations are finite). */
 static inline void store16_bf16(uint16_t *p, v16 v)
 {
-#ifdef __AVX512BF16__
-    __m256bh h = _mm512_cvtneps_pbh((__m512)v);
-    memcpy(p, &h, sizeof h);
-#else
     v16u u = (v16u)v;
     u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     v16h h = __builtin_convertvector(u, v16h);
     memcpy(p, &h, sizeof h);
-#endif
 }
 
 int winograd_eligible(const struct nn_conv2d *l, int bf16)
