@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tensor/arena.h"
+#include "tensor/gemm_bf16.h"
 #include "tensor/onednn.h"
 #include "tensor/vmath.h"
 
@@ -31,11 +32,14 @@
  * (bench, 640/960/1280/1920 -> 640); scratch 42 MB at most (1920 -> 640
  * in float32). */
 #define CHUNK_MIN_TILES 256
-/* bf16 products repack each plane's U into the kernel's pair layout at
- * every call (oneDNN 2.6 has no prepacked layout for batched products), a
- * cost per chunk that longer chunks spread: 1024 tiles take 5-8% less
- * time than 256 on the UNet's 512x512 and the VAE's layers (bench,
- * in-process, 8 of 9 shapes; scratch up to 52 MB: 960 -> 320 at 64x64). */
+/* oneDNN's bf16 products (where gemm_bf16 is not native) repack each
+ * plane's U into the kernel's pair layout at every call (oneDNN 2.6 has no
+ * prepacked layout for batched products), a cost per chunk that longer
+ * chunks spread: 1024 tiles take 5-8% less time than 256 on the UNet's
+ * 512x512 and the VAE's layers (bench, in-process, 8 of 9 shapes; scratch
+ * up to 52 MB: 960 -> 320 at 64x64). gemm_bf16 reads U packed once and
+ * prefers the shorter chunks (VAE layers 8-18% faster at 256 than 1024,
+ * 128 and 512 alike). */
 #define CHUNK_MIN_TILES_BF16 1024
 
 /* 16-float vectors pass between static inline helpers only, so GCC's note
@@ -50,13 +54,14 @@ typedef uint16_t v16h __attribute__((vector_size(32)));
 
 struct wino_shape {
     int B, H, W, chunk; /* chunk: tiles per batched product */
-    struct onednn_bmm *bmm;
+    struct onednn_bmm *bmm; /* NULL: own bf16 products (own_gemm) */
 };
 
 struct wino_layer {
     uint32_t magic;
     int bf16;
-    void *u; /* [16][cin][cout], f32 or bf16, owned */
+    int own_gemm; /* bf16 products by gemm_bf16 (u packed for it), else oneDNN's */
+    void *u; /* [16][cin][cout], f32 or bf16 (packed by gemm_bf16_index when own_gemm), owned */
     size_t u_bytes;
     int n;
     struct wino_shape s[MAX_SHAPES];
@@ -124,6 +129,7 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     st->magic = WINO_MAGIC;
     st->bf16 = bf16;
+    st->own_gemm = bf16 && GEMM_BF16_NATIVE;
     st->u_bytes = (size_t)16 * l->cin * l->cout * (bf16 ? 2 : 4);
     if (!(st->u = big_alloc(st->u_bytes))) {
         free(st);
@@ -154,7 +160,10 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
                 }
                 for (int x = 0; x < 16; x++) {
                     size_t at = ((size_t)x * cin + ci) * cout + co;
-                    if (bf16)
+                    if (st->own_gemm)
+                        uh[(size_t)x * cin * cout + gemm_bf16_index(cin, cout, ci, co)] =
+                            bf16_round(u[x / 4][x % 4]);
+                    else if (bf16)
                         uh[at] = bf16_round(u[x / 4][x % 4]);
                     else
                         uf[at] = u[x / 4][x % 4];
@@ -175,7 +184,7 @@ static int chunk_tiles(const struct nn_conv2d *l, int tiles, int bf16)
 {
     unsigned vin = bf16 ? (unsigned)(l->cin + 1) / 2 : (unsigned)l->cin;
     int c = (int)(CHUNK_FLOATS / (16u * (vin + (unsigned)l->cout)));
-    int cmin = bf16 ? CHUNK_MIN_TILES_BF16 : CHUNK_MIN_TILES;
+    int cmin = bf16 && !GEMM_BF16_NATIVE ? CHUNK_MIN_TILES_BF16 : CHUNK_MIN_TILES;
     c = c < cmin ? cmin : c;
     if (c >= tiles)
         return tiles;
@@ -232,6 +241,10 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
     }
     struct wino_shape *s = &st->s[st->n];
     *s = (struct wino_shape){B, H, W, chunk_tiles(l, n_tiles(B, H, W), st->bf16), NULL};
+    if (st->own_gemm) {
+        st->n++;
+        return SD_OK;
+    }
     int rc = onednn_bmm_plan(&s->bmm, 16, s->chunk, l->cin, l->cout, v_plane(l, s->chunk, st->bf16),
                              m_plane(l, s->chunk), st->bf16, err);
     if (!rc)
@@ -319,6 +332,21 @@ static void output_transform(int C, const float *bias, const float *M, float *ou
     }
 }
 
+/* M[x] = V[x] U[x] for the 16 planes, nt rows each: 16 x panels
+ * independent column panels shared out among the threads. */
+static void products_bf16(const struct nn_conv2d *l, int nt, const void *V, size_t vp, const void *U,
+                          float *M, size_t mp)
+{
+    int panels = gemm_bf16_panels(l->cout);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < 16 * panels; i++) {
+        int x = i / panels;
+        gemm_bf16_panel(nt, l->cin, l->cout, (const uint16_t *)V + x * vp, (size_t)l->cin,
+                        (const uint16_t *)U + (size_t)x * l->cin * l->cout, i % panels, M + x * mp,
+                        (size_t)l->cout);
+    }
+}
+
 static void run(const struct nn_conv2d *l, const void *in, int in16, float *out, int B, int H, int W,
                 int accumulate, float *ws)
 {
@@ -332,6 +360,11 @@ static void run(const struct nn_conv2d *l, const void *in, int in16, float *out,
     for (int t0 = 0; t0 < T; t0 += s->chunk) {
         int nt = T - t0 < s->chunk ? T - t0 : s->chunk;
         input_transform(l->cin, in, in16, H, W, t0, nt, vp, V, st->bf16);
+        if (st->own_gemm) {
+            products_bf16(l, nt, V, vp, st->u, M, mp);
+            output_transform(l->cout, l->b, M, out, H, W, t0, nt, mp, accumulate);
+            continue;
+        }
         /* A short last chunk: zero the unused rows (their outputs are not
          * read; each product row depends on its own row only). */
         size_t el = st->bf16 ? 2 : 4, row = (size_t)l->cin * el;

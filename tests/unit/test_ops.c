@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/gemm_bf16.h"
 #include "tensor/nn.h"
 #include "tensor/vmath.h"
 #include "tensor/winograd.h"
@@ -105,6 +106,49 @@ TEST(ops_conv2d)
     check_conv(1, 3, 16, 3, 1, 1, 1, 8, 8, 0);
 }
 
+/* gemm_bf16 (the Winograd products in bf16) against the same products
+ * summed in double: float32 accumulation of exact bf16 products, so a few
+ * float32 ulp of the sums. Row counts that leave 1-3 rows over, column
+ * counts with a narrower last panel, K longer than one slice of the
+ * panel, strided rows. */
+TEST(ops_gemm_bf16)
+{
+    int shapes[][3] = {{1, 2, 16}, {7, 18, 48}, {37, 600, 80}, {64, 34, 1040}, {130, 520, 64}};
+    for (int si = 0; si < 5; si++) {
+        int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+        size_t lda = (size_t)K + 6, ldc = (size_t)N + 16;
+        uint16_t *A = malloc(M * lda * 2), *P = malloc((size_t)K * N * 2), *B = malloc((size_t)K * N * 2);
+        float *C = malloc(M * ldc * 4);
+        for (size_t i = 0; i < M * lda; i++)
+            A[i] = bf16_round(frand());
+        for (int k = 0; k < K; k++)
+            for (int n = 0; n < N; n++) {
+                B[(size_t)k * N + n] = bf16_round(frand());
+                P[gemm_bf16_index(K, N, k, n)] = B[(size_t)k * N + n];
+            }
+        for (size_t i = 0; i < M * ldc; i++)
+            C[i] = 12345.0f; /* columns past N must stay */
+        for (int p = 0; p < gemm_bf16_panels(N); p++)
+            gemm_bf16_panel(M, K, N, A, lda, P, p, C, ldc);
+        double md = 0;
+        for (int m = 0; m < M; m++) {
+            for (int n = 0; n < N; n++) {
+                double s = 0, sa = 0;
+                for (int k = 0; k < K; k++) {
+                    double t = (double)bf16_to_f32(A[m * lda + k]) * bf16_to_f32(B[(size_t)k * N + n]);
+                    s += t, sa += fabs(t);
+                }
+                double d = fabs(C[m * ldc + n] - s) / (sa + 1e-30);
+                md = d > md || d != d ? d : md;
+            }
+            for (size_t n = N; n < ldc; n++)
+                CHECK(C[m * ldc + n] == 12345.0f);
+        }
+        CHECK_MSG(md < 1e-6, "gemm_bf16 %dx%dx%d: error %g of the sum of |products|", M, K, N, md);
+        free(A), free(P), free(B), free(C);
+    }
+}
+
 /* The Winograd path (winograd.h): the cpu backends take it for these
  * shapes; odd sizes (partial 2x2 output blocks) and more tiles than one
  * chunk holds (a short last chunk). */
@@ -115,8 +159,8 @@ TEST(ops_conv2d_winograd)
     check_conv(2, 32, 48, 3, 1, 1, 1, 16, 16, 1);
     check_conv(1, 16, 32, 3, 1, 1, 1, 9, 7, 1);
     check_conv(1, 16, 16, 3, 1, 1, 1, 1, 3, 0);
-    check_conv(1, 16, 16, 3, 1, 1, 1, 130, 131, 1); /* 4290 tiles, chunks of 4096 */
-    check_conv(2, 16, 1040, 3, 1, 1, 1, 18, 16, 1); /* 144 tiles, the minimum chunk of 128 */
+    check_conv(1, 16, 16, 3, 1, 1, 1, 150, 161, 1); /* 6075 tiles: two chunks in float32 and bf16 */
+    check_conv(2, 16, 1040, 3, 1, 1, 1, 18, 16, 1); /* 144 tiles, below the minimum chunk */
     /* More input sizes than a layer keeps plans for: the oldest are
      * dropped and planned again when they come back. */
     struct sd_err err;
