@@ -108,12 +108,16 @@ int winograd_eligible(const struct nn_conv2d *l, int bf16)
      * 256x256) there are too few tiles per weight, the products are bound
      * by reading the 16/9 larger weights and the direct convolution wins
      * (bench: 1280x1280 at 4x4 is 40% slower, at 16x16 35-45% faster).
-     * In bf16 also from 8x8 pixels (SD's 1280-channel levels at 256x256):
-     * float32 would gain ~20% there for 16/9 the weight memory, which it
-     * does not take; bf16 transformed weights are smaller than float32
-     * direct ones, and a bf16 UNet step at 256x256 takes 2.5-2.9% less
-     * time (in-process A/B; unchanged at 512x512). */
-    return (long)l->cin * l->cout <= 1280L * 640 || l->px >= 16 * 16 || (bf16 && l->px >= 8 * 8);
+     * In bf16 from 4x4 pixels (SD's innermost level at 256x256): float32
+     * would gain ~20% at 8x8 for 16/9 the weight memory, which it does
+     * not take; bf16 transformed weights are smaller than float32 direct
+     * ones, and gemm_bf16 reads them at full speed even for the 8 tiles
+     * of a 4x4 batch of two (bench: 1280x1280 and 2560x1280 at 4x4 and
+     * 8x8, batch 2, take 46-55% less time than oneDNN's direct bf16
+     * convolution; 18-25% less at batch 1). From 8x8 with oneDNN's bf16
+     * products (no gemm_bf16): 2.5-2.9% off a UNet step at 256x256. */
+    int bf16_px = GEMM_BF16_NATIVE ? 4 * 4 : 8 * 8;
+    return (long)l->cin * l->cout <= 1280L * 640 || l->px >= 16 * 16 || (bf16 && l->px >= bf16_px);
 }
 
 int winograd_owns(const void *be_state)

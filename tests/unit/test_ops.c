@@ -175,11 +175,13 @@ TEST(ops_conv2d_winograd)
     /* Large layers only where they see enough pixels (nn_conv2d.px). */
     struct nn_conv2d big = {1280, 1280, 3, 1, 1, 1, NULL, NULL, NULL, 0};
     CHECK(!winograd_eligible(&big, 0) && !winograd_eligible(&big, 1)); /* unknown: weights may not pay */
-    big.px = 4 * 4;
-    CHECK(!winograd_eligible(&big, 0) && !winograd_eligible(&big, 1)); /* SD's innermost level at 256x256 */
-    big.px = 8 * 8;
+    big.px = 2 * 2;
+    CHECK(!winograd_eligible(&big, 0) && !winograd_eligible(&big, 1));
+    big.px = 4 * 4; /* SD's innermost level at 256x256 */
     CHECK(!winograd_eligible(&big, 0)); /* float32: not for 16/9 the weights */
-    CHECK(winograd_eligible(&big, 1));  /* bf16: smaller than float32 direct weights */
+    CHECK(winograd_eligible(&big, 1) == GEMM_BF16_NATIVE); /* bf16: smaller than float32 direct weights */
+    big.px = 8 * 8;
+    CHECK(!winograd_eligible(&big, 0) && winograd_eligible(&big, 1));
     big.px = 16 * 16;
     CHECK(winograd_eligible(&big, 0) && winograd_eligible(&big, 1));
 }
