@@ -14,7 +14,8 @@
 #define KC 256 /* k pairs per slice */
 
 #if GEMM_BF16_NATIVE
-/* Rows r0..r0+nr of A against one slice: kp pairs starting at pair k2. */
+/* NR rows of A (from a) against kp k pairs of a panel slice (b, w
+ * columns wide): NR x NC vectors of C, stored (acc 0) or added to (acc 1). */
 static inline __attribute__((always_inline)) void rows(float *c, size_t ldc, const uint16_t *a, size_t lda,
                                                      const uint16_t *b, int w, int kp, int acc,
                                                      const int NR, const int NC)

@@ -12,9 +12,10 @@
  * which repacks its right operand at every call, reached 210-400 GFLOP/s
  * and this kernel 330-430 on the same shapes (bench, 2 threads).
  *
- * K even and N a multiple of 16 (SD's channel counts are multiples of 16). Without
- * AVX512-BF16 the same function runs a plain loop over the same layout
- * (correct, slow: callers prefer oneDNN there, GEMM_BF16_NATIVE is 0).
+ * K even and N a multiple of 16 (SD's channel counts are multiples of
+ * 16). Without AVX512-BF16 the same function runs a plain loop over the
+ * same layout (correct, slow: callers prefer oneDNN there,
+ * GEMM_BF16_NATIVE is 0).
  * Single-threaded: callers split the work into column panels.
  */
 #ifndef SD_GEMM_BF16_H
