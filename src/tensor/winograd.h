@@ -3,13 +3,14 @@
  * Each 2x2 block of output pixels is computed from a 4x4 input tile with
  * 16 products per channel pair instead of 36: the input tiles and the
  * weights are transformed (B^T d B, G g G^T), multiplied as 16 matrix
- * products [tiles x cin] x [cin x cout] (oneDNN), and transformed back
- * (A^T m A). 2.25x fewer multiply-adds than the direct convolution, for
- * transformed weights 16/9 the size of the originals; so it is used where
- * there are many pixels per weight (the UNet's levels down to 1/4 of the
- * latent, the VAE), and oneDNN's direct convolution in the UNet's
- * innermost level, where reading the larger weights would cost more than
- * the multiply-adds saved.
+ * products [tiles x cin] x [cin x cout] (oneDNN in float32, gemm_bf16.h
+ * in bf16), and transformed back (A^T m A). 2.25x fewer multiply-adds
+ * than the direct convolution, for transformed weights 16/9 the size of
+ * the originals; so it is used where there are many pixels per weight
+ * (the UNet's levels down to 1/4 of the latent, the VAE; in bf16 every
+ * level), and oneDNN's direct convolution in float32's innermost level,
+ * where reading the larger weights would cost more than the multiply-adds
+ * saved.
  *
  * The transforms only add, subtract and halve, so float32 results stay
  * within a few ulp-scale relative errors of the direct convolution (tested
