@@ -128,6 +128,18 @@ static inline __m512i lane_offsets(int k)
                               _mm512_set1_epi32(k));
 }
 
+/* Row j of src (rows ld elements apart; float32, or bf16 when src16) as
+ * bf16, dh values zero-padded to dh8. */
+static void row_bf16(uint16_t *dst, const void *src, int ld, int j, int src16, int dh, int dh8)
+{
+    if (src16) {
+        memcpy(dst, (const uint16_t *)src + (size_t)j * ld, dh * sizeof(uint16_t));
+        memset(dst + dh, 0, (dh8 - dh) * sizeof(uint16_t));
+    } else {
+        to_bf16_row(dst, (const float *)src + (size_t)j * ld, dh, dh8);
+    }
+}
+
 /* Queries -> q2t[d/2][q][2] in bf16, zero-padded to LQ_QB queries and dh8.
  * Two passes: the rows into stage [QB][dh8] (contiguous stores), then
  * 16 queries' pair i gathered into one store. Converting a row and
@@ -138,12 +150,7 @@ static void pack_queries(uint16_t *q2t, uint16_t *stage, const struct lq_job *a)
 {
     int dh8 = a->dh8, np = dh8 / 2;
     for (int q = 0; q < a->rows; q++)
-        if (a->q16) {
-            memcpy(stage + (size_t)q * dh8, (const uint16_t *)a->q + (size_t)q * a->ldq, a->dh * sizeof(uint16_t));
-            memset(stage + (size_t)q * dh8 + a->dh, 0, (dh8 - a->dh) * sizeof(uint16_t));
-        } else {
-            to_bf16_row(stage + (size_t)q * dh8, (const float *)a->q + (size_t)q * a->ldq, a->dh, dh8);
-        }
+        row_bf16(stage + (size_t)q * dh8, a->q, a->ldq, q, a->q16, a->dh, dh8);
     if (a->rows < LQ_QB)
         memset(stage + (size_t)a->rows * dh8, 0, (size_t)(LQ_QB - a->rows) * dh8 * sizeof(uint16_t));
     const __m512i rows = lane_offsets(np);
@@ -250,17 +257,6 @@ static void attend_task(const struct lq_job *a, float *ws)
     store_output(a, ot, l);
 }
 
-/* Row j of k or v (float32, or bf16 when kv16) as bf16, zero-padded to dh8. */
-static void key_row(uint16_t *dst, const void *src, int ld, int j, int kv16, int dh, int dh8)
-{
-    if (kv16) {
-        memcpy(dst, (const uint16_t *)src + (size_t)j * ld, dh * sizeof(uint16_t));
-        memset(dst + dh, 0, (dh8 - dh) * sizeof(uint16_t));
-    } else {
-        to_bf16_row(dst, (const float *)src + (size_t)j * ld, dh, dh8);
-    }
-}
-
 /* Keys j0 .. j1-1 (a multiple of 8 apart; rows from Nk on are zero) of
  * one head into K [nkp][dh8] and V^T [dh8][nkp], bf16. */
 static void pack_keys(uint16_t *kp, uint16_t *vt, const void *k, const void *v, int kv16, int ldk,
@@ -270,8 +266,8 @@ static void pack_keys(uint16_t *kp, uint16_t *vt, const void *k, const void *v, 
     for (int j8 = j0; j8 < j1; j8 += 8) {
         for (int j = j8; j < j8 + 8; j++) {
             if (j < Nk) {
-                key_row(kp + (size_t)j * dh8, k, ldk, j, kv16, dh, dh8);
-                key_row(vr[j - j8], v, ldv, j, kv16, dh, dh8);
+                row_bf16(kp + (size_t)j * dh8, k, ldk, j, kv16, dh, dh8);
+                row_bf16(vr[j - j8], v, ldv, j, kv16, dh, dh8);
             } else {
                 memset(kp + (size_t)j * dh8, 0, (size_t)dh8 * sizeof(uint16_t));
                 memset(vr[j - j8], 0, (size_t)dh8 * sizeof(uint16_t));

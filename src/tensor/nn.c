@@ -7,7 +7,8 @@
 struct nn_profile nn_prof;
 const char *const nn_op_names[NN_OP_COUNT] = {
     "conv", "linear", "attention", "groupnorm", "layernorm", "geglu", "layernorm+linear",
-    "geglu+linear", "feed-forward", "attention block", "groupnorm+conv", "activation", "add", "upsample", "concat",
+    "geglu+linear", "feed-forward", "attention block", "groupnorm+conv", "activation", "add",
+    "upsample", "concat",
 };
 
 double nn_now(void)

@@ -117,12 +117,6 @@ struct nn_backend {
                              const struct nn_norm *n, int N, float eps, int accumulate, float *ws);
     void (*geglu_linear)(const struct nn_linear *l, float *out, const float *in, int N, int F,
                          int accumulate, float *ws);
-    /* Optional: a transformer block's feed-forward, out += l2(geglu(l1(
-     * layernorm(in)))) over N rows (out may alias in; l1->out = 2 * l2->in),
-     * with the intermediates in the products' own format (bf16: l1 writes
-     * bf16, so the GEGLU reads its inputs rounded to bf16 where the op
-     * sequence reads them in float32). ff_plan: measure mode; ws: ff_ws
-     * floats. NULL: the model runs layernorm_linear + geglu_linear. */
     /* Optional: out = conv(groupnorm(in)) (SiLU between when silu; += when
      * accumulate) on [B, H, W, n->c], the normalised image written in the
      * convolution's input format (bf16: rounded once, where the op pair
@@ -132,6 +126,12 @@ struct nn_backend {
     size_t (*gn_conv_ws)(const struct nn_conv2d *l, int B, int H, int W);
     void (*groupnorm_conv)(const struct nn_conv2d *l, float *out, const float *in, const struct nn_norm *n,
                            int B, int H, int W, int G, float eps, int silu, int accumulate, float *ws);
+    /* Optional: a transformer block's feed-forward, out += l2(geglu(l1(
+     * layernorm(in)))) over N rows (out may alias in; l1->out = 2 * l2->in),
+     * with the intermediates in the products' own format (bf16: l1 writes
+     * bf16, so the GEGLU reads its inputs rounded to bf16 where the op
+     * sequence reads them in float32). ff_plan: measure mode; ws: ff_ws
+     * floats. NULL: the model runs layernorm_linear + geglu_linear. */
     int (*ff_plan)(struct nn_linear *l1, struct nn_linear *l2, int N, struct sd_err *err);
     size_t (*ff_ws)(const struct nn_linear *l1, const struct nn_linear *l2, int N);
     void (*layernorm_ff)(const struct nn_linear *l1, const struct nn_linear *l2, float *out,
@@ -161,7 +161,8 @@ struct nn_backend {
  * op kind, accumulated by the dispatch functions below while enabled. */
 enum nn_op {
     NN_OP_CONV, NN_OP_LINEAR, NN_OP_ATTENTION, NN_OP_GROUPNORM, NN_OP_LAYERNORM, NN_OP_GEGLU,
-    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ATTN_BLOCK, NN_OP_GN_CONV, NN_OP_ACT, NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
+    NN_OP_LN_LINEAR, NN_OP_GEGLU_LINEAR, NN_OP_FF, NN_OP_ATTN_BLOCK, NN_OP_GN_CONV, NN_OP_ACT,
+    NN_OP_ADD, NN_OP_UPSAMPLE, NN_OP_CONCAT,
     NN_OP_COUNT
 };
 struct nn_profile {

@@ -254,7 +254,8 @@ static size_t bf16_part(size_t halves) { return (halves + 31) / 32 * 32; }
 
 static size_t cpu_ff_ws_bf16(const struct nn_linear *l1, const struct nn_linear *l2, int N)
 {
-    size_t halves = bf16_part((size_t)N * l1->in) + bf16_part((size_t)N * l1->out) + bf16_part((size_t)N * l2->in);
+    size_t halves =
+        bf16_part((size_t)N * l1->in) + bf16_part((size_t)N * l1->out) + bf16_part((size_t)N * l2->in);
     return halves / 2;
 }
 

@@ -60,12 +60,14 @@ struct wino_shape {
 struct wino_layer {
     uint32_t magic;
     int bf16;
-    int own_gemm; /* bf16 products by gemm_bf16 (u packed for it), else oneDNN's */
     void *u; /* [16][cin][cout], f32 or bf16 (packed by gemm_bf16_index when own_gemm), owned */
     size_t u_bytes;
     int n;
     struct wino_shape s[MAX_SHAPES];
 };
+
+/* bf16 products by gemm_bf16 (u packed for it), else oneDNN's. */
+static int own_gemm(const struct wino_layer *st) { return st->bf16 && GEMM_BF16_NATIVE; }
 
 static inline v16 load16(const float *p)
 {
@@ -133,7 +135,6 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     st->magic = WINO_MAGIC;
     st->bf16 = bf16;
-    st->own_gemm = bf16 && GEMM_BF16_NATIVE;
     st->u_bytes = (size_t)16 * l->cin * l->cout * (bf16 ? 2 : 4);
     if (!(st->u = big_alloc(st->u_bytes))) {
         free(st);
@@ -164,7 +165,7 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
                 }
                 for (int x = 0; x < 16; x++) {
                     size_t at = ((size_t)x * cin + ci) * cout + co;
-                    if (st->own_gemm)
+                    if (own_gemm(st))
                         uh[(size_t)x * cin * cout + gemm_bf16_index(cin, cout, ci, co)] =
                             bf16_round(u[x / 4][x % 4]);
                     else if (bf16)
@@ -245,7 +246,7 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
     }
     struct wino_shape *s = &st->s[st->n];
     *s = (struct wino_shape){B, H, W, chunk_tiles(l, n_tiles(B, H, W), st->bf16), NULL};
-    if (st->own_gemm) {
+    if (own_gemm(st)) {
         st->n++;
         return SD_OK;
     }
@@ -364,7 +365,7 @@ static void run(const struct nn_conv2d *l, const void *in, int in16, float *out,
     for (int t0 = 0; t0 < T; t0 += s->chunk) {
         int nt = T - t0 < s->chunk ? T - t0 : s->chunk;
         input_transform(l->cin, in, in16, H, W, t0, nt, vp, V, st->bf16);
-        if (st->own_gemm) {
+        if (own_gemm(st)) {
             products_bf16(l, nt, V, vp, st->u, M, mp);
             output_transform(l->cout, l->b, M, out, H, W, t0, nt, mp, accumulate);
             continue;
