@@ -222,6 +222,8 @@ int cli_generate(int argc, char **argv)
         return 1;
     }
     int rc = 1;
+    if (sd_model_get_info(m)->precision_note[0])
+        fprintf(stderr, "diffusiond: note: %s\n", sd_model_get_info(m)->precision_note);
     if (sd_params_check(m, &p, &err)) {
         fprintf(stderr, "diffusiond: error: %s\n", err.msg);
         sd_model_free(m);
@@ -240,7 +242,7 @@ int cli_generate(int argc, char **argv)
             fprintf(stderr, "%s: %dx%d, %d steps, %s, %s, seed %llu, %.2f s\n", output, img.width,
                     img.height, p.steps,
                     sd_scheduler_name(p.scheduler ? p.scheduler : sd_model_get_info(m)->default_scheduler),
-                    sd_precision_name(lo.precision), (unsigned long long)img.seed, img.seconds);
+                    sd_precision_name(sd_model_get_info(m)->precision), (unsigned long long)img.seed, img.seconds);
     }
     free(png);
     sd_image_free(&img);

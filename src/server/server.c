@@ -118,6 +118,8 @@ static void load_model(struct server *srv)
     const struct sd_model_info *in = sd_model_get_info(srv->model);
     server_log("model %s loaded from %s in %.2f s (%s, weights %.0f MB)", in->name, srv->cfg.model,
                now_mono() - t0, sd_precision_name(in->precision), in->weight_bytes / 1e6);
+    if (in->precision_note[0])
+        server_log("%s", in->precision_note);
 }
 
 static int open_access_log(struct server *srv, struct sd_err *err)
