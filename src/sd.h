@@ -76,8 +76,23 @@ int sd_precision_from_name(const char *name);
 const char *sd_precision_name(enum sd_precision p);
 
 struct sd_load_opts {
-    const char *dir;     /* diffusers folder (model_index.json inside) */
+    /* A diffusers folder (model_index.json inside), or a single-file
+     * checkpoint in the original layout (.safetensors) of SD 1.x, SD 2.x or
+     * SDXL: its family is detected from its tensors and the standard
+     * configuration of that family used, unless `config` names another. */
+    const char *dir;
     const char *variant; /* NULL, or e.g. "fp16" for *.fp16.safetensors */
+    /* Single files: a diffusers folder whose configs and tokenizers describe
+     * the checkpoint (diffusers' from_single_file(config=...)), or the name
+     * of a bundled standard one ("sd15", "sd21", "sd21-base", "sd-turbo",
+     * "sdxl-base", "sdxl-turbo"). NULL: by detection. */
+    const char *config;
+    /* NULL, or "epsilon" / "v_prediction": overrides what the scheduler
+     * config (or, for a single SD 2.x file, detection) says. */
+    const char *prediction_type;
+    /* NULL, or a VAE to use instead of the model's: a diffusers vae folder
+     * (config.json + weights) or a .safetensors file in either layout. */
+    const char *vae;
     int threads;         /* 0: all cores */
     enum sd_precision precision;
     /* The image size most requests will ask for (0: the model's default).
@@ -87,12 +102,17 @@ struct sd_load_opts {
 };
 
 struct sd_model_info {
-    char name[256];            /* folder base name */
+    char name[256];            /* folder or file base name (without .safetensors) */
+    char family[16];           /* "SD 1.x", "SD 2.x", "SDXL" */
+    char format[16];           /* "diffusers" or "single-file" */
+    char prediction_type[32];  /* "epsilon", "v_prediction" */
+    float default_guidance;    /* the pipeline's: 7.5 (SD), 5.0 (SDXL) */
     int default_width;         /* unet.sample_size * vae scale factor */
     int default_height;
     int vae_scale_factor;      /* 8 for SD; 2^(len(vae blocks)-1) */
-    int text_hidden;           /* 768 SD1, 1024 SD2 */
-    int text_layers;
+    int text_hidden;           /* 768 SD1, 1024 SD2, 2048 SDXL (both encoders) */
+    int text_layers;           /* of the (first) text encoder */
+    int max_clip_skip;         /* largest clip_skip the model takes */
     int is_v_prediction;
     enum sd_scheduler default_scheduler; /* the config's class */
     char scheduler_class[64];  /* e.g. "PNDMScheduler" */
@@ -105,17 +125,27 @@ struct sd_model_info {
     size_t weight_bytes;       /* memory held by the prepared weights */
 };
 
+/* sd_params.guidance: the model's default (sd_model_info.default_guidance). */
+#define SD_GUIDANCE_DEFAULT (-1.0f)
+
 struct sd_params {
     const char *prompt;          /* required, UTF-8 */
-    const char *negative_prompt; /* NULL means "" */
+    /* NULL means none: SD encodes "", SDXL uses zeros (diffusers'
+     * force_zeros_for_empty_prompt); "" is encoded as given. */
+    const char *negative_prompt;
     int steps;                   /* 50 */
-    float guidance;              /* 7.5; <= 1 runs the conditional pass only */
+    float guidance;              /* SD_GUIDANCE_DEFAULT; <= 1 runs the conditional pass only */
     int seed_set;                /* 0: pick a random seed (reported in the image) */
     uint64_t seed;               /* torch.Generator("cpu").manual_seed(seed) */
     int width, height;           /* 0: model default; multiples of 8 */
     enum sd_scheduler scheduler; /* SD_SCHED_DEFAULT: the model's */
     float eta;                   /* DDIM eta, 0 */
     int clip_skip;               /* 0: none; k: diffusers' clip_skip=k */
+    /* SDXL micro-conditioning (add_time_ids), in pixels; 0: the image's
+     * size, crop (0, 0) (the pipeline's defaults). Ignored by SD 1.x/2.x. */
+    int original_width, original_height;
+    int crop_top, crop_left;
+    int target_width, target_height;
 };
 
 void sd_params_default(struct sd_params *p);

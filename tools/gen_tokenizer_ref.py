@@ -5,7 +5,7 @@
     python3 tools/gen_tokenizer_ref.py --codepoints /tmp/cp.tsv
                                                   # every code point (dev check)
 
-Needs transformers (5.x) and tests/data/clip-vocab (tools/make_clip_vocab.py).
+Needs transformers (5.x) and data/tokenizers/clip (tools/make_clip_vocab.py).
 Ids are what diffusers' StableDiffusionPipeline gets:
 tokenizer(text, padding="max_length", max_length=77, truncation=True).
 
@@ -36,7 +36,7 @@ import warnings
 warnings.filterwarnings("ignore")
 from transformers import CLIPTokenizer  # noqa: E402
 
-VOCAB_DIR = "tests/data/clip-vocab"
+VOCAB_DIR = "data/tokenizers/clip"
 OUT = "tests/data/tokenizer_ref.json"
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 

@@ -8,7 +8,7 @@ licence note.
 
     python3 tools/make_clip_vocab.py \
         [/work/shared/reference/clip/bpe_simple_vocab_16e6.txt.gz] \
-        [tests/data/clip-vocab]
+        [data/tokenizers/clip]
 
 How the vocabulary is built (OpenAI clip/simple_tokenizer.py, reimplemented):
 ids 0..255 are the 256 byte symbols of bytes_to_unicode (printable bytes
@@ -38,7 +38,7 @@ def byte_symbols():
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else \
         "/work/shared/reference/clip/bpe_simple_vocab_16e6.txt.gz"
-    out = sys.argv[2] if len(sys.argv) > 2 else "tests/data/clip-vocab"
+    out = sys.argv[2] if len(sys.argv) > 2 else "data/tokenizers/clip"
     os.makedirs(out, exist_ok=True)
 
     lines = gzip.open(src).read().decode("utf-8").split("\n")

@@ -22,7 +22,7 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VOCAB = os.path.join(REPO, "tests", "data", "clip-vocab")
+VOCAB = os.path.join(REPO, "data", "tokenizers", "clip")
 
 UNET_COMMON = dict(
     sample_size=64, in_channels=4, out_channels=4, center_input_sample=False,

@@ -18,19 +18,31 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: diffusiond generate --prompt TEXT --output FILE.png [--model DIR] [options]\n"
             "\n"
-            "  --model DIR             diffusers model folder (or $DIFFUSIOND_MODEL;\n"
+            "  --model DIR|FILE        diffusers model folder, or a single-file checkpoint\n"
+            "                          (.safetensors of SD 1.x, SD 2.x, SDXL) (or $DIFFUSIOND_MODEL;\n"
             "                          default: the tiny test model bundled in the repository)\n"
             "  --variant NAME          weights variant, e.g. fp16 (*.fp16.safetensors)\n"
+            "  --config DIR|NAME       single files: the configs and tokenizers of a diffusers folder,\n"
+            "                          or a bundled one: sd15 sd21 sd21-base sd-turbo sdxl-base\n"
+            "                          sdxl-turbo (default: detected from the file)\n"
+            "  --prediction-type T     epsilon or v_prediction (default: the config's; SD 2.x\n"
+            "                          single files: v_prediction, as diffusers decides)\n"
+            "  --vae DIR|FILE          use this VAE instead of the model's (a diffusers vae folder\n"
+            "                          or a .safetensors file)\n"
             "  --prompt TEXT           what to draw\n"
             "  --negative-prompt TEXT  what to avoid (default: empty)\n"
             "  --steps N               denoising steps (50)\n"
-            "  --guidance G            classifier-free guidance scale (7.5; <= 1 disables it)\n"
+            "  --guidance G            classifier-free guidance scale (7.5, SDXL 5.0; <= 1\n"
+            "                          disables it)\n"
             "  --seed S                random seed (default: random, printed)\n"
             "  --width W --height H    image size, multiples of 8 (model default)\n"
             "  --scheduler NAME        pndm ddim euler euler_a dpmpp_2m dpmpp_2m_karras lcm\n"
             "                          (default: the model's)\n"
             "  --eta E                 DDIM eta, 0..1 (0)\n"
             "  --clip-skip N           use the text encoder's N-th last layer (diffusers' clip_skip)\n"
+            "  --original-size WxH     SDXL micro-conditioning (default: the image size)\n"
+            "  --target-size WxH       SDXL micro-conditioning (default: the image size)\n"
+            "  --crop TOP,LEFT         SDXL micro-conditioning crop coordinates (0,0)\n"
             "  --threads N             compute threads (default: all cores)\n"
             "  --precision P           fp32 (default, matches diffusers) or bf16 (faster, weights\n"
             "                          held in 16 bits)\n"
@@ -64,6 +76,27 @@ static int parse_float(const char *opt, const char *s, float lo, float hi, float
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+/* "AxB" (sep 'x') or "A,B" (sep ','): two integers in [0, 65536]. */
+static int parse_pair(const char *opt, const char *s, char sep, int *a, int *b)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10), y = -1;
+    if (!errno && end != s && *end == sep) {
+        const char *t = end + 1;
+        y = strtol(t, &end, 10);
+        if (end == t || *end)
+            y = -1;
+    }
+    if (errno || x < 0 || x > 65536 || y < 0 || y > 65536) {
+        fprintf(stderr, "diffusiond: error: %s must be %s (got '%s')\n", opt,
+                sep == 'x' ? "WIDTHxHEIGHT" : "TOP,LEFT", s);
+        return -1;
+    }
+    *a = (int)x, *b = (int)y;
     return 0;
 }
 
@@ -103,6 +136,10 @@ int cli_generate(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"output", required_argument, 0, 'o'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
         {"precision", required_argument, 0, 'P'},
+        {"config", required_argument, 0, 'C'}, {"vae", required_argument, 0, 'A'},
+        {"prediction-type", required_argument, 0, 'T'},
+        {"original-size", required_argument, 0, 'O'}, {"target-size", required_argument, 0, 'G'},
+        {"crop", required_argument, 0, 'R'},
         {0, 0, 0, 0},
     };
     struct sd_params p;
@@ -195,6 +232,28 @@ int cli_generate(int argc, char **argv)
             lo.precision = pr;
             break;
         }
+        case 'C': lo.config = optarg; break;
+        case 'A': lo.vae = optarg; break;
+        case 'T':
+            if (strcmp(optarg, "epsilon") && strcmp(optarg, "v_prediction")) {
+                fprintf(stderr, "diffusiond: error: --prediction-type must be epsilon or v_prediction "
+                        "(got '%s')\n", optarg);
+                return 2;
+            }
+            lo.prediction_type = optarg;
+            break;
+        case 'O':
+            if (parse_pair("--original-size", optarg, 'x', &p.original_width, &p.original_height))
+                return 2;
+            break;
+        case 'G':
+            if (parse_pair("--target-size", optarg, 'x', &p.target_width, &p.target_height))
+                return 2;
+            break;
+        case 'R':
+            if (parse_pair("--crop", optarg, ',', &p.crop_top, &p.crop_left))
+                return 2;
+            break;
         case 'o': output = optarg; break;
         case 'q': bar.quiet = 1; break;
         case 'h': usage(stdout); return 0;

@@ -11,14 +11,20 @@
 int clip_load(struct clip *c, const char *dir, const char *variant, const struct nn_backend *be,
               struct sd_err *err)
 {
+    struct weights_src src;
+    weights_src_folder(&src, dir, "text_encoder", "model", variant);
+    return clip_load_src(c, &src, be, err);
+}
+
+int clip_load_src(struct clip *c, const struct weights_src *src, const struct nn_backend *be,
+                  struct sd_err *err)
+{
     memset(c, 0, sizeof *c);
     nn_init(&c->nn, be);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
-    int rc = clip_config_load(&c->cfg, path, err);
+    int rc = clip_config_load(&c->cfg, src->config, err);
     if (rc)
         return rc;
-    rc = weights_open(&c->w, dir, "text_encoder", "model", variant, err);
+    rc = weights_open_src(&c->w, src, err);
     if (rc)
         return rc;
     c->w.be = be;
@@ -52,12 +58,24 @@ int clip_load(struct clip *c, const char *dir, const char *variant, const struct
     }
     snprintf(n, sizeof n, "%sfinal_layer_norm", pre);
     load_norm(w, &c->final_ln, n, H);
+    if (g->with_projection)
+        load_linear(w, &c->proj, "text_projection", H, g->projection_dim, 0, 0);
     return weights_status(w);
 }
 
+/* What a pass computes: n_layers layers; `keep` gets the raw output of
+ * layer keep_after (1-based; 0: none); `out` the final LayerNorm of the
+ * last layer run (NULL: not wanted); `pooled` the projection of that
+ * LayerNorm's row `eos` (NULL: not wanted). */
+struct clip_want {
+    int n_layers, keep_after, eos;
+    float *keep, *out, *pooled;
+};
+
 /* The forward pass; in measure mode (nn.h) it only sizes the arena. */
-static void clip_run(struct clip *c, const int32_t *ids, int T, int n_layers, float *out)
+static void clip_run(struct clip *c, const int32_t *ids, int T, const struct clip_want *want)
 {
+    int n_layers = want->n_layers;
     const struct clip_config *g = &c->cfg;
     struct nn *nn = &c->nn;
     int H = g->hidden, dh = H / g->heads;
@@ -81,8 +99,14 @@ static void clip_run(struct clip *c, const int32_t *ids, int T, int n_layers, fl
         nn_activation(nn, mlp, (size_t)T * g->intermediate, act);
         nn_linear(nn, &l->fc2, mlp, h, T);
         nn_add(nn, x, x, h, TH);
+        if (want->keep && li + 1 == want->keep_after && !nn_measuring(nn))
+            memcpy(want->keep, x, TH * sizeof(float));
     }
-    nn_layernorm(nn, out, x, &c->final_ln, T, g->eps);
+    float *out = want->out ? want->out : want->pooled ? h : NULL;
+    if (out)
+        nn_layernorm(nn, out, x, &c->final_ln, T, g->eps);
+    if (want->pooled)
+        nn_linear(nn, &c->proj, out + (size_t)want->eos * H, want->pooled, 1);
 }
 
 struct clip_pass {
@@ -94,7 +118,10 @@ struct clip_pass {
 static void clip_pass(void *arg)
 {
     struct clip_pass *p = arg;
-    clip_run(p->c, p->ids, p->T, p->c->cfg.layers, NULL);
+    float dummy;
+    struct clip_want w = {.n_layers = p->c->cfg.layers, .out = &dummy,
+                          .pooled = p->c->cfg.with_projection ? &dummy : NULL};
+    clip_run(p->c, p->ids, p->T, &w);
 }
 
 int clip_prepare(struct clip *c, int T, struct sd_err *err)
@@ -110,23 +137,55 @@ int clip_prepare(struct clip *c, int T, struct sd_err *err)
     return rc;
 }
 
-int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
-                struct sd_err *err)
+static int check_ids(struct clip *c, const int32_t *ids, int T, struct sd_err *err)
 {
     const struct clip_config *g = &c->cfg;
     if (T < 1 || T > g->max_positions)
         return sd_errf(err, SD_ERR_ARG, "text encoder: %d tokens, at most %d", T, g->max_positions);
-    if (clip_skip < 0 || clip_skip >= g->layers)
-        return sd_errf(err, SD_ERR_ARG, "clip_skip %d out of range 0..%d", clip_skip, g->layers - 1);
     for (int t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= g->vocab_size)
             return sd_errf(err, SD_ERR_ARG, "token id %d outside the text encoder's vocabulary (%d)",
                            ids[t], g->vocab_size);
-    int rc = clip_prepare(c, T, err);
+    return clip_prepare(c, T, err);
+}
+
+int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
+                struct sd_err *err)
+{
+    const struct clip_config *g = &c->cfg;
+    if (clip_skip < 0 || clip_skip >= g->layers)
+        return sd_errf(err, SD_ERR_ARG, "clip_skip %d out of range 0..%d", clip_skip, g->layers - 1);
+    int rc = check_ids(c, ids, T, err);
     if (rc)
         return rc;
     nn_begin(&c->nn);
-    clip_run(c, ids, T, g->layers - clip_skip, out);
+    struct clip_want w = {.n_layers = g->layers - clip_skip, .out = out};
+    clip_run(c, ids, T, &w);
+    return SD_OK;
+}
+
+int clip_encode_hidden(struct clip *c, const int32_t *ids, int T, int skip, float *hidden, float *pooled,
+                       struct sd_err *err)
+{
+    const struct clip_config *g = &c->cfg;
+    if (skip < 0 || skip > g->layers - 2)
+        return sd_errf(err, SD_ERR_ARG, "clip_skip %d out of range 0..%d", skip, g->layers - 2);
+    if (pooled && !g->with_projection)
+        return sd_errf(err, SD_ERR_INTERNAL, "text encoder has no projection");
+    int rc = check_ids(c, ids, T, err);
+    if (rc)
+        return rc;
+    int eos = 0;
+    for (int t = 0; t < T; t++) /* transformers' CLIPTextTransformer pooling */
+        if (g->eos_token_id == 2 ? ids[t] > ids[eos] : ids[t] == g->eos_token_id) {
+            eos = t;
+            if (g->eos_token_id != 2)
+                break;
+        }
+    nn_begin(&c->nn);
+    struct clip_want w = {.n_layers = pooled ? g->layers : g->layers - 1 - skip,
+                          .keep_after = g->layers - 1 - skip, .keep = hidden, .pooled = pooled, .eos = eos};
+    clip_run(c, ids, T, &w);
     return SD_OK;
 }
 
@@ -139,6 +198,8 @@ void clip_free(struct clip *c)
             for (int j = 0; j < 4; j++)
                 nn_linear_release(c->nn.be, ls[j]);
         }
+    if (c->nn.be)
+        nn_linear_release(c->nn.be, &c->proj);
     free(c->layers);
     nn_free(&c->nn);
     weights_free(&c->w);

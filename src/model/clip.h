@@ -29,6 +29,7 @@ struct clip {
     const float *pos_emb;        /* [max_positions, H] */
     struct clip_layer *layers;   /* cfg.layers */
     struct nn_norm final_ln;
+    struct nn_linear proj;       /* text_projection [P, H], no bias (WithProjection) */
     struct nn nn;
     int planned_T;               /* sequence length the arena is sized for */
 };
@@ -36,12 +37,24 @@ struct clip {
 /* Load <dir>/text_encoder (config.json + model[.variant].safetensors). */
 int clip_load(struct clip *c, const char *dir, const char *variant, const struct nn_backend *be,
               struct sd_err *err);
+/* The same from any source (text_encoder_2, a single-file checkpoint). */
+int clip_load_src(struct clip *c, const struct weights_src *src, const struct nn_backend *be,
+                  struct sd_err *err);
 
 /* out[T, H] for ids[T] (T <= max_positions). clip_skip 0: last_hidden_state;
  * k > 0: final_layer_norm of the output of layer (layers - k), as diffusers'
  * clip_skip. */
 int clip_encode(struct clip *c, const int32_t *ids, int T, int clip_skip, float *out,
                 struct sd_err *err);
+
+/* As StableDiffusionXLPipeline reads an encoder: hidden[T, H] = the output
+ * of layer (layers - 1 - skip), without the final LayerNorm (transformers'
+ * hidden_states[-(skip + 2)]); and, when pooled is not NULL (a model with
+ * text_projection), pooled[projection_dim] = text_projection(
+ * final_layer_norm(last layer)) at the end-of-text token (the first maximal
+ * id when the config's eos_token_id is 2, else the first eos_token_id). */
+int clip_encode_hidden(struct clip *c, const int32_t *ids, int T, int skip, float *hidden, float *pooled,
+                       struct sd_err *err);
 
 /* Size activations and kernels for T tokens now (clip_encode does it when
  * T changes; allocates). */

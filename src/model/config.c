@@ -238,7 +238,17 @@ int unet_config_load(struct unet_config *u, const char *path, struct sd_err *err
         cfg_fail(&c, SD_ERR_UNSUPPORTED, "mid_block_scale_factor", "must be 1");
     cfg_reject_if_set(&c, "class_embed_type", NULL);
     cfg_reject_if_set(&c, "num_class_embeds", NULL);
-    cfg_reject_if_set(&c, "addition_embed_type", NULL);
+    cfg_reject_if_set(&c, "addition_embed_type", "text_time");
+    if (cfg_get(&c, "addition_embed_type")) {
+        u->addition_time_embed_dim = cfg_int(&c, "addition_time_embed_dim", 0, 1, 65536);
+        u->projection_class_embeddings_input_dim =
+            cfg_int(&c, "projection_class_embeddings_input_dim", 0, 1, 1 << 20);
+        if (!c.status && (!u->addition_time_embed_dim || !u->projection_class_embeddings_input_dim ||
+                          u->projection_class_embeddings_input_dim <= 6 * u->addition_time_embed_dim))
+            cfg_fail(&c, SD_ERR_FORMAT, "addition_embed_type",
+                     "\"text_time\" needs addition_time_embed_dim and a larger "
+                     "projection_class_embeddings_input_dim");
+    }
     cfg_reject_if_set(&c, "encoder_hid_dim", NULL);
     cfg_reject_if_set(&c, "encoder_hid_dim_type", NULL);
     cfg_reject_if_set(&c, "dual_cross_attention", NULL);
@@ -313,6 +323,8 @@ int clip_config_load(struct clip_config *t, const char *path, struct sd_err *err
         const char *a = json_string_value(json_array_get(arch, 0));
         if (!a || (strcmp(a, "CLIPTextModel") && strcmp(a, "CLIPTextModelWithProjection")))
             cfg_fail(&c, SD_ERR_UNSUPPORTED, "architectures", "is not CLIPTextModel");
+        else
+            t->with_projection = !strcmp(a, "CLIPTextModelWithProjection");
     }
     t->hidden = cfg_int(&c, "hidden_size", 512, 1, 65536);
     t->intermediate = cfg_int(&c, "intermediate_size", 2048, 1, 1 << 20);
@@ -321,6 +333,8 @@ int clip_config_load(struct clip_config *t, const char *path, struct sd_err *err
     t->max_positions = cfg_int(&c, "max_position_embeddings", 77, 1, 65536);
     t->vocab_size = cfg_int(&c, "vocab_size", 49408, 1, 1 << 24);
     t->eps = cfg_float(&c, "layer_norm_eps", 1e-5f);
+    t->eos_token_id = cfg_int(&c, "eos_token_id", 2, -1, 1 << 24);
+    t->projection_dim = cfg_int(&c, "projection_dim", 512, 1, 65536);
     const char *act = cfg_str(&c, "hidden_act", "quick_gelu");
     if (!strcmp(act, "quick_gelu"))
         t->act = CLIP_QUICK_GELU;

@@ -33,6 +33,11 @@ struct unet_config {
     int flip_sin_to_cos;
     float freq_shift;
     int time_cond_proj_dim;                /* 0: none (LCM-distilled UNets set it) */
+    /* addition_embed_type "text_time" (SDXL): add_embedding.linear_1 reads
+     * the pooled text embedding and 6 micro-conditioning values, each as an
+     * addition_time_embed_dim-wide sinusoid; 0 when absent. */
+    int addition_time_embed_dim;
+    int projection_class_embeddings_input_dim;
     int mid_block;                         /* 1: UNetMidBlock2DCrossAttn, 0: none */
     int conv_in_kernel, conv_out_kernel;
 };
@@ -53,12 +58,15 @@ struct vae_config {
 
 enum clip_act { CLIP_QUICK_GELU, CLIP_GELU };
 
-/* CLIPTextModel */
+/* CLIPTextModel / CLIPTextModelWithProjection */
 struct clip_config {
     int hidden, intermediate, heads, layers;
     int max_positions, vocab_size;
     float eps;
     enum clip_act act;
+    int eos_token_id;        /* 2 (the old configs): pool at argmax(ids) */
+    int projection_dim;
+    int with_projection;     /* CLIPTextModelWithProjection: text_projection */
 };
 
 int unet_config_load(struct unet_config *c, const char *path, struct sd_err *err);

@@ -37,7 +37,9 @@ int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd
     if (*neg)
         o += snprintf(text + o, cap - o, "Negative prompt: %s\n", neg);
     o += snprintf(text + o, cap - o, "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d",
-                  p->steps, a1111_sampler(p->scheduler, m), (double)p->guidance,
+                  p->steps, a1111_sampler(p->scheduler, m),
+                  (double)(p->guidance == SD_GUIDANCE_DEFAULT ? (m ? sd_model_get_info(m)->default_guidance : 7.5f)
+                                                              : p->guidance),
                   (unsigned long long)img->seed, img->width, img->height);
     if (m)
         o += snprintf(text + o, cap - o, ", Model: %s", sd_model_get_info(m)->name);

@@ -1,8 +1,11 @@
-/* pipeline.c - text-to-image: diffusers' StableDiffusionPipeline in C.
+/* pipeline.c - text-to-image: diffusers' StableDiffusionPipeline and
+ * StableDiffusionXLPipeline in C.
  *
- * sd-reference.md 6.8. Reads top to bottom like the Python __call__:
- * encode the prompts, draw the initial latents, run the scheduler's loop
- * with classifier-free guidance, decode, convert to 8-bit RGB.
+ * sd-reference.md 6.8, model-formats.md 1. Reads top to bottom like the
+ * Python __call__: encode the prompts (SDXL: with both encoders, plus the
+ * pooled embedding and the micro-conditioning time ids), draw the initial
+ * latents, run the scheduler's loop with classifier-free guidance, decode,
+ * convert to 8-bit RGB.
  *
  * Memory: a model owns its networks (weights prepared once at load,
  * activations in one arena the networks share, since they run one after
@@ -11,44 +14,14 @@
  * denoising loop.
  */
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
-#include <jansson.h>
-
-#include "model/clip.h"
-#include "model/prompt_cache.h"
+#include "model/model.h"
 #include "model/rng.h"
-#include "model/sched.h"
-#include "model/tokenizer.h"
-#include "model/unet.h"
-#include "model/vae.h"
-#include "sd.h"
-#include "tensor/cpu.h"
-
-struct sd_model {
-    struct sd_model_info info;
-    char dir[1024];
-    struct tokenizer *tok;
-    struct clip clip;
-    struct unet unet;
-    struct vae vae;
-    struct sched_config sched_cfg; /* the model's scheduler_config.json */
-    struct prompt_cache prompts;   /* text-encoder outputs by prompt */
-    struct arena arena;            /* activations of all four networks */
-    /* Pipeline buffers, sized for buf_h x buf_w latents. */
-    int buf_h, buf_w;
-    float *ctx;       /* [2, T, D]: uncond, cond */
-    float *latents;   /* [C, h, w] */
-    float *unet_in;   /* [2, C, h, w] */
-    float *unet_out;  /* [2, C, h, w] */
-    float *image;     /* [H, W, 3] decoder output */
-    int have_latents; /* latents hold the last generation's result */
-};
 
 static const struct {
     const char *name;
@@ -78,25 +51,17 @@ const char *sd_scheduler_name(enum sd_scheduler s)
     return (unsigned)s < SD_SCHED_COUNT ? sched_table[s].name : "?";
 }
 
-int sd_precision_from_name(const char *name)
+enum sched_kind sd_sched_kind(enum sd_scheduler s, int *karras)
 {
-    if (name && !strcmp(name, "fp32"))
-        return SD_PRECISION_FP32;
-    if (name && !strcmp(name, "bf16"))
-        return SD_PRECISION_BF16;
-    return -1;
-}
-
-const char *sd_precision_name(enum sd_precision p)
-{
-    return p == SD_PRECISION_BF16 ? "bf16" : "fp32";
+    *karras = sched_table[s].karras;
+    return sched_table[s].kind;
 }
 
 void sd_params_default(struct sd_params *p)
 {
     memset(p, 0, sizeof *p);
     p->steps = 50;
-    p->guidance = 7.5f;
+    p->guidance = SD_GUIDANCE_DEFAULT;
 }
 
 static double now_s(void)
@@ -106,188 +71,11 @@ static double now_s(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* ---------------------------------------------------------------- load */
-
-/* model_index.json: check that each component is a class we implement. */
-static int check_model_index(const char *dir, struct sd_err *err)
+void sd_free_buffers(sd_model *m)
 {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/model_index.json", dir);
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) {
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return sd_errf(err, SD_ERR_IO, "%s: missing; not a diffusers model folder", path);
-        fclose(f);
-        return sd_errf(err, SD_ERR_FORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
-    }
-    static const struct {
-        const char *key, *classes[3];
-    } want[] = {
-        {"unet", {"UNet2DConditionModel"}},
-        {"vae", {"AutoencoderKL"}},
-        {"text_encoder", {"CLIPTextModel"}},
-        {"tokenizer", {"CLIPTokenizer", "CLIPTokenizerFast"}},
-    };
-    int rc = SD_OK;
-    const char *pipe = json_string_value(json_object_get(root, "_class_name"));
-    if (pipe && strcmp(pipe, "StableDiffusionPipeline"))
-        rc = sd_errf(err, SD_ERR_UNSUPPORTED, "%s: pipeline class \"%s\" is not supported "
-                     "(StableDiffusionPipeline is)", path, pipe);
-    for (size_t i = 0; !rc && i < sizeof want / sizeof want[0]; i++) {
-        json_t *e = json_object_get(root, want[i].key);
-        const char *cls = json_string_value(json_array_get(e, 1));
-        if (!cls) {
-            rc = sd_errf(err, SD_ERR_FORMAT, "%s: no \"%s\" component", path, want[i].key);
-            break;
-        }
-        int ok = 0;
-        for (int j = 0; j < 3 && want[i].classes[j]; j++)
-            ok |= !strcmp(cls, want[i].classes[j]);
-        if (!ok)
-            rc = sd_errf(err, SD_ERR_UNSUPPORTED, "%s: %s class \"%s\" is not supported (%s is)", path,
-                         want[i].key, cls, want[i].classes[0]);
-    }
-    json_decref(root);
-    return rc;
-}
-
-int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *err)
-{
-    *out = NULL;
-    if (!o || !o->dir || !*o->dir)
-        return sd_errf(err, SD_ERR_ARG, "no model folder given");
-    if (o->threads > 0)
-        omp_set_num_threads(o->threads);
-    int rc = check_model_index(o->dir, err);
-    if (rc)
-        return rc;
-    if ((unsigned)o->precision > SD_PRECISION_BF16)
-        return sd_errf(err, SD_ERR_ARG, "unknown precision");
-    double t0 = now_s();
-    sd_model *m = calloc(1, sizeof *m);
-    if (!m)
-        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
-    snprintf(m->dir, sizeof m->dir, "%s", o->dir);
-    /* bf16 only where the CPU computes bf16 products natively: elsewhere
-     * oneDNN emulates them, 4-7x slower than float32 (measured on an
-     * AVX-512 Xeon without AVX512-BF16), so float32 it is. */
-    enum sd_precision prec = o->precision;
-    if (prec == SD_PRECISION_BF16 && !cpu_bf16_native()) {
-        prec = SD_PRECISION_FP32;
-        snprintf(m->info.precision_note, sizeof m->info.precision_note,
-                 "bf16 asked for, but bf16 products would be emulated here, several times slower than "
-                 "fp32: computing in fp32 (CPU: %s)", cpu_describe());
-    }
-    const struct nn_backend *be = prec == SD_PRECISION_BF16 ? &nn_backend_cpu_bf16 : &nn_backend_cpu;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/tokenizer", o->dir);
-    if ((rc = tok_load(&m->tok, path, err)))
-        goto fail;
-    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", o->dir);
-    if ((rc = sched_config_load(&m->sched_cfg, path, err)))
-        goto fail;
-    if ((rc = clip_load(&m->clip, o->dir, o->variant, be, err)))
-        goto fail;
-    int hinted = o->width > 0 && o->height > 0; /* else plan for the model's own size */
-    long px = hinted ? (long)o->width * o->height : 0;
-    if ((rc = vae_load(&m->vae, o->dir, o->variant, be, px, err)))
-        goto fail;
-    long f = m->vae.scale_factor;
-    if ((rc = unet_load(&m->unet, o->dir, o->variant, be, px / (f * f), err)))
-        goto fail;
-    if (tok_vocab_size(m->tok) > m->clip.cfg.vocab_size) {
-        rc = sd_errf(err, SD_ERR_FORMAT, "%s/tokenizer: %d tokens but the text encoder knows only %d",
-                     o->dir, tok_vocab_size(m->tok), m->clip.cfg.vocab_size);
-        goto fail;
-    }
-    if (m->clip.cfg.hidden != m->unet.cfg.cross_attention_dim ||
-        m->unet.cfg.in_channels != m->vae.cfg.latent_channels ||
-        m->unet.cfg.out_channels != m->vae.cfg.latent_channels) {
-        rc = sd_errf(err, SD_ERR_FORMAT, "%s: components do not fit together (text encoder width %d, "
-                     "UNet cross-attention %d, UNet channels %d/%d, VAE latent channels %d)", o->dir,
-                     m->clip.cfg.hidden, m->unet.cfg.cross_attention_dim, m->unet.cfg.in_channels,
-                     m->unet.cfg.out_channels, m->vae.cfg.latent_channels);
-        goto fail;
-    }
-    struct sd_model_info *in = &m->info;
-    const char *base = strrchr(o->dir, '/');
-    while (base && base[1] == 0 && base > o->dir) { /* "dir/" */
-        const char *b = base - 1;
-        while (b > o->dir && *b != '/')
-            b--;
-        base = b;
-    }
-    snprintf(in->name, sizeof in->name, "%s", base ? base + (*base == '/') : o->dir);
-    char *slash = strchr(in->name, '/');
-    if (slash)
-        *slash = 0;
-    in->vae_scale_factor = m->vae.scale_factor;
-    in->default_width = in->default_height = m->unet.cfg.sample_size * m->vae.scale_factor;
-    in->text_hidden = m->clip.cfg.hidden;
-    in->text_layers = m->clip.cfg.layers;
-    in->is_v_prediction = !strcmp(m->sched_cfg.prediction_type, "v_prediction");
-    in->default_scheduler = SD_SCHED_DEFAULT;
-    for (int i = 1; i < SD_SCHED_COUNT; i++)
-        if (sched_table[i].kind == m->sched_cfg.kind &&
-            sched_table[i].karras == (m->sched_cfg.kind == SCHED_DPMPP_2M && m->sched_cfg.use_karras_sigmas)) {
-            in->default_scheduler = i;
-            break;
-        }
-    snprintf(in->scheduler_class, sizeof in->scheduler_class, "%s", m->sched_cfg.class_name);
-    in->precision = prec;
-    arena_init(&m->arena);
-    nn_share_arena(&m->clip.nn, &m->arena);
-    nn_share_arena(&m->unet.nn, &m->arena);
-    nn_share_arena(&m->vae.dec.nn, &m->arena);
-    nn_share_arena(&m->vae.enc.nn, &m->arena);
-    pcache_init(&m->prompts, SD_PROMPT_CACHE, (size_t)tok_max_length(m->tok) * m->clip.cfg.hidden);
-    /* Plan every network for the expected job (the size hint, guidance's
-     * batch of 2, a full prompt) now: oneDNN primitives, Winograd plans and
-     * the shared activation arena (faulted in as it is allocated), so the
-     * first image runs as fast as the next ones. */
-    int T = tok_max_length(m->tok);
-    int lat_w = (hinted ? o->width : in->default_width) / (int)f;
-    int lat_h = (hinted ? o->height : in->default_height) / (int)f;
-    if ((rc = clip_prepare(&m->clip, T, err)) ||
-        (rc = unet_prepare(&m->unet, m->unet.cfg.time_cond_proj_dim > 0 ? 1 : 2, lat_h, lat_w, T, err)) ||
-        (rc = vae_prepare_decode(&m->vae, lat_h, lat_w, err)))
-        goto fail;
-    in->weight_bytes = weights_resident(&m->clip.w) + weights_resident(&m->unet.w) +
-                       weights_resident(&m->vae.w);
-    in->load_seconds = now_s() - t0;
-    *out = m;
-    return SD_OK;
-fail:
-    sd_model_free(m);
-    return rc;
-}
-
-const struct sd_model_info *sd_model_get_info(const sd_model *m)
-{
-    return &m->info;
-}
-
-static void free_buffers(sd_model *m)
-{
-    free(m->ctx), free(m->latents), free(m->unet_in), free(m->unet_out), free(m->image);
-    m->ctx = m->latents = m->unet_in = m->unet_out = m->image = NULL;
+    free(m->ctx), free(m->pooled), free(m->latents), free(m->unet_in), free(m->unet_out), free(m->image);
+    m->ctx = m->pooled = m->latents = m->unet_in = m->unet_out = m->image = NULL;
     m->buf_h = m->buf_w = 0;
-}
-
-void sd_model_free(sd_model *m)
-{
-    if (!m)
-        return;
-    free_buffers(m);
-    pcache_free(&m->prompts);
-    tok_free(m->tok);
-    clip_free(&m->clip);
-    unet_free(&m->unet);
-    vae_free(&m->vae);
-    arena_free(&m->arena);
-    free(m);
 }
 
 /* ---------------------------------------------------------- parameters */
@@ -302,7 +90,7 @@ int sd_params_check(const sd_model *m, const struct sd_params *p, struct sd_err 
         return sd_errf(err, SD_ERR_ARG, "negative prompt is longer than %d bytes", SD_MAX_PROMPT);
     if (p->steps < 1 || p->steps > SD_MAX_STEPS)
         return sd_errf(err, SD_ERR_ARG, "steps must be between 1 and %d", SD_MAX_STEPS);
-    if (!isfinite(p->guidance) || p->guidance < 0 || p->guidance > 100)
+    if (p->guidance != SD_GUIDANCE_DEFAULT && (!isfinite(p->guidance) || p->guidance < 0 || p->guidance > 100))
         return sd_errf(err, SD_ERR_ARG, "guidance must be between 0 and 100");
     if (!isfinite(p->eta) || p->eta < 0 || p->eta > 1)
         return sd_errf(err, SD_ERR_ARG, "eta must be between 0 and 1");
@@ -316,9 +104,14 @@ int sd_params_check(const sd_model *m, const struct sd_params *p, struct sd_err 
     if (w % 8 || h % 8 || w % f || h % f)
         return sd_errf(err, SD_ERR_ARG, "width and height must be multiples of %d (got %dx%d)",
                        f > 8 ? f : 8, w, h);
-    int layers = m ? m->info.text_layers : 12;
-    if (p->clip_skip < 0 || p->clip_skip >= layers)
-        return sd_errf(err, SD_ERR_ARG, "clip_skip must be between 0 and %d", layers - 1);
+    int max_skip = m ? m->info.max_clip_skip : 11;
+    if (p->clip_skip < 0 || p->clip_skip > max_skip)
+        return sd_errf(err, SD_ERR_ARG, "clip_skip must be between 0 and %d", max_skip);
+    const int micro[] = {p->original_width, p->original_height, p->crop_top, p->crop_left, p->target_width,
+                         p->target_height};
+    for (int i = 0; i < 6; i++)
+        if (micro[i] < 0 || micro[i] > 65536)
+            return sd_errf(err, SD_ERR_ARG, "original size, crop and target size must be between 0 and 65536");
     return SD_OK;
 }
 
@@ -329,36 +122,69 @@ static int ensure_buffers(sd_model *m, int h, int w, int T)
 {
     if (m->buf_h == h && m->buf_w == w)
         return SD_OK;
-    free_buffers(m);
+    sd_free_buffers(m);
     size_t n = (size_t)m->unet.cfg.in_channels * h * w, f = m->vae.scale_factor;
-    m->ctx = malloc(2 * (size_t)T * m->clip.cfg.hidden * sizeof(float));
+    m->ctx = malloc(2 * (size_t)T * m->ctx_dim * sizeof(float));
+    m->pooled = malloc((2 * (size_t)m->pooled_dim + 1) * sizeof(float));
     m->latents = malloc(n * sizeof(float));
     m->unet_in = malloc(2 * n * sizeof(float));
     m->unet_out = malloc(2 * n * sizeof(float));
     m->image = malloc(h * f * w * f * m->vae.cfg.out_channels * sizeof(float));
-    if (!m->ctx || !m->latents || !m->unet_in || !m->unet_out || !m->image) {
-        free_buffers(m);
+    if (!m->ctx || !m->pooled || !m->latents || !m->unet_in || !m->unet_out || !m->image) {
+        sd_free_buffers(m);
         return SD_ERR_NOMEM;
     }
     m->buf_h = h, m->buf_w = w;
     return SD_OK;
 }
 
-/* Prompt -> [T, D] conditioning, from the cache when it was seen before. */
-static int encode_prompt(sd_model *m, const char *text, int clip_skip, float *out, struct sd_err *err)
+/* Prompt -> [T, ctx_dim] conditioning (and SDXL's pooled embedding), from
+ * the cache when it was seen before. SD: the text encoder's output with
+ * clip_skip. SDXL: both encoders' hidden_states[-(2 + clip_skip)]
+ * concatenated, the pooled projection from the second. */
+static int encode_prompt(sd_model *m, const char *text, int clip_skip, float *out, float *pooled,
+                         struct sd_err *err)
 {
     int T = tok_max_length(m->tok);
+    size_t n = (size_t)T * m->ctx_dim;
     const float *hit = pcache_get(&m->prompts, text, clip_skip);
     if (hit) {
-        memcpy(out, hit, (size_t)T * m->clip.cfg.hidden * sizeof(float));
+        memcpy(out, hit, n * sizeof(float));
+        memcpy(pooled, hit + n, m->pooled_dim * sizeof(float));
         return SD_OK;
     }
     int32_t ids[T];
     int rc = tok_encode(m->tok, text, ids, T, NULL, err);
-    if (!rc)
-        rc = clip_encode(&m->clip, ids, T, clip_skip, out, err);
-    if (!rc)
+    if (rc)
+        return rc;
+    if (m->arch == SD_ARCH_SD) {
+        if ((rc = clip_encode(&m->clip, ids, T, clip_skip, out, err)))
+            return rc;
         pcache_put(&m->prompts, text, clip_skip, out);
+        return SD_OK;
+    }
+    /* SDXL: [T, H1] and [T, H2] side by side in each row */
+    int H1 = m->clip.cfg.hidden, H2 = m->clip2.cfg.hidden;
+    float *h1 = malloc((size_t)T * H1 * sizeof(float)), *h2 = malloc((size_t)T * H2 * sizeof(float));
+    float *entry = malloc((n + m->pooled_dim) * sizeof(float));
+    if (!h1 || !h2 || !entry)
+        rc = sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    if (!rc)
+        rc = clip_encode_hidden(&m->clip, ids, T, clip_skip, h1, NULL, err);
+    if (!rc)
+        rc = tok_encode(m->tok2, text, ids, T, NULL, err);
+    if (!rc)
+        rc = clip_encode_hidden(&m->clip2, ids, T, clip_skip, h2, pooled, err);
+    if (!rc) {
+        for (int t = 0; t < T; t++) {
+            memcpy(out + (size_t)t * m->ctx_dim, h1 + (size_t)t * H1, H1 * sizeof(float));
+            memcpy(out + (size_t)t * m->ctx_dim + H1, h2 + (size_t)t * H2, H2 * sizeof(float));
+        }
+        memcpy(entry, out, n * sizeof(float));
+        memcpy(entry + n, pooled, m->pooled_dim * sizeof(float));
+        pcache_put(&m->prompts, text, clip_skip, entry);
+    }
+    free(h1), free(h2), free(entry);
     return rc;
 }
 
@@ -403,7 +229,7 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
     int f = m->vae.scale_factor, C = m->unet.cfg.in_channels;
     int W = p->width ? p->width : m->info.default_width;
     int H = p->height ? p->height : m->info.default_height;
-    int h = H / f, w = W / f, T = tok_max_length(m->tok), D = m->clip.cfg.hidden;
+    int h = H / f, w = W / f, T = tok_max_length(m->tok), D = m->ctx_dim;
     size_t n = (size_t)C * h * w;
     uint64_t seed = p->seed;
     if (!p->seed_set) {
@@ -417,15 +243,32 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
 
     /* 1. Text. Classifier-free guidance runs the UNet on [uncond; cond];
      * LCM-distilled UNets take the guidance as an embedding instead. */
+    int xl = m->arch == SD_ARCH_SDXL;
+    float g = p->guidance == SD_GUIDANCE_DEFAULT ? m->info.default_guidance : p->guidance;
     int lcm_unet = m->unet.cfg.time_cond_proj_dim > 0;
-    int cfg = p->guidance > 1.0f && !lcm_unet;
+    int cfg = g > 1.0f && !lcm_unet;
+    int P = m->pooled_dim;
     float *uncond = m->ctx, *cond = m->ctx + (size_t)T * D;
-    if ((rc = encode_prompt(m, p->prompt, p->clip_skip, cond, err)))
+    float *uncond_pooled = m->pooled, *cond_pooled = m->pooled + P;
+    if ((rc = encode_prompt(m, p->prompt, p->clip_skip, cond, cond_pooled, err)))
         return rc;
-    /* diffusers encodes the negative prompt without clip_skip */
-    if (cfg && (rc = encode_prompt(m, p->negative_prompt ? p->negative_prompt : "", 0, uncond, err)))
-        return rc;
+    if (cfg && xl && !p->negative_prompt && m->force_zeros) { /* force_zeros_for_empty_prompt */
+        memset(uncond, 0, (size_t)T * D * sizeof(float));
+        memset(uncond_pooled, 0, P * sizeof(float));
+    } else if (cfg) { /* diffusers encodes the negative prompt without clip_skip */
+        if ((rc = encode_prompt(m, p->negative_prompt ? p->negative_prompt : "", 0, uncond, uncond_pooled, err)))
+            return rc;
+    }
     progress(cb, SD_PHASE_TEXT, 0, 0, 0, t0);
+    /* SDXL micro-conditioning: (original h, w, crop top, left, target h, w) */
+    float time_ids[12];
+    const float ids6[6] = {(float)(p->original_height ? p->original_height : H),
+                           (float)(p->original_width ? p->original_width : W),
+                           (float)p->crop_top, (float)p->crop_left,
+                           (float)(p->target_height ? p->target_height : H),
+                           (float)(p->target_width ? p->target_width : W)};
+    memcpy(time_ids, ids6, sizeof ids6);
+    memcpy(time_ids + 6, ids6, sizeof ids6);
 
     /* 2. Scheduler: the model's, or another class built from its config. */
     struct sched_config sc = m->sched_cfg;
@@ -451,15 +294,17 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
 
     float tcond[lcm_unet ? m->unet.cfg.time_cond_proj_dim : 1];
     if (lcm_unet)
-        guidance_embedding(tcond, p->guidance, m->unet.cfg.time_cond_proj_dim);
+        guidance_embedding(tcond, g, m->unet.cfg.time_cond_proj_dim);
     int B = cfg ? 2 : 1;
     const float *ctx = cfg ? m->ctx : cond;
+    struct unet_cond ucond = {.tcond = lcm_unet ? tcond : NULL,
+                              .text_embeds = xl ? (cfg ? m->pooled : cond_pooled) : NULL,
+                              .time_ids = xl ? time_ids : NULL};
     if ((rc = unet_prepare(&m->unet, B, h, w, T, err)))
         goto out;
 
     /* 4. Denoising loop. */
     int steps = sched_num_timesteps(s);
-    float g = p->guidance;
     for (int i = 0; i < steps; i++) {
         if (cancelled(cb)) {
             rc = sd_errf(err, SD_ERR_CANCELLED, "cancelled after %d of %d steps", i, steps);
@@ -470,8 +315,7 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
         sched_scale_model_input(s, i, m->latents, m->unet_in, n);
         if (cfg)
             memcpy(m->unet_in + n, m->unet_in, n * sizeof(float));
-        if ((rc = unet_forward(&m->unet, m->unet_in, t, ctx, T, lcm_unet ? tcond : NULL, m->unet_out,
-                               B, h, w, err)))
+        if ((rc = unet_forward(&m->unet, m->unet_in, t, ctx, T, &ucond, m->unet_out, B, h, w, err)))
             goto out;
         if (cfg) {
             float *u = m->unet_out, *c = m->unet_out + n;

@@ -33,6 +33,7 @@ struct st_file {
     int nmeta;
     const char **meta;       /* 2*nmeta: key, value, key, value... */
     char *pool;              /* every name, key and value string */
+    int header_only;         /* st_parse_header: no data buffer */
 };
 
 static const struct {
@@ -157,6 +158,10 @@ static int parse_entry(struct st_tensor *t, const json_t *v,
     if (rc)
         return rc;
 
+    if (f->header_only) {
+        t->data = NULL;
+        return SD_OK;
+    }
     const json_t *off = json_object_get(v, "data_offsets");
     int64_t begin = json_uint(json_array_get(off, 0));
     int64_t end = json_uint(json_array_get(off, 1));
@@ -311,6 +316,8 @@ static int parse_header(struct st_file *f, const uint8_t *hdr, size_t hlen,
         f->n++;
     }
     qsort(f->t, f->n, sizeof *f->t, cmp_name);
+    if (f->header_only)
+        goto out;
     for (int i = 1; i < f->n; i++)   /* jansson already rejects these */
         if (!strcmp(f->t[i - 1].name, f->t[i].name)) {
             rc = sd_errf(err, SD_ERR_FORMAT, "%s: tensor '%.200s' appears "
@@ -341,6 +348,8 @@ static int parse_buffer(struct st_file *f, const uint8_t *buf, size_t len,
         return sd_errf(err, SD_ERR_FORMAT, "%s: truncated: header length %llu "
                        "but only %zu bytes follow", f->path,
                        (unsigned long long)hlen, len - 8);
+    if (f->header_only)
+        return parse_header(f, buf + 8, hlen, err);
     f->data = buf + 8 + hlen;
     f->data_len = len - 8 - hlen;
     return parse_header(f, buf + 8, hlen, err);
@@ -363,6 +372,23 @@ int st_parse(struct st_file **out, const uint8_t *buf, size_t len,
     struct st_file *f = file_new(label);
     if (!f)
         return sd_errf(err, SD_ERR_NOMEM, "%s: out of memory", label);
+    int rc = parse_buffer(f, buf, len, err);
+    if (rc) {
+        st_close(f);
+        return rc;
+    }
+    *out = f;
+    return SD_OK;
+}
+
+int st_parse_header(struct st_file **out, const uint8_t *buf, size_t len, const char *label,
+                    struct sd_err *err)
+{
+    *out = NULL;
+    struct st_file *f = file_new(label);
+    if (!f)
+        return sd_errf(err, SD_ERR_NOMEM, "%s: out of memory", label);
+    f->header_only = 1;
     int rc = parse_buffer(f, buf, len, err);
     if (rc) {
         st_close(f);
@@ -481,6 +507,11 @@ void st_metadata_at(const struct st_file *f, int i, const char **key,
 }
 
 const char *st_path(const struct st_file *f) { return f->path; }
+
+int st_index(const struct st_file *f, const struct st_tensor *t)
+{
+    return t >= f->t && t < f->t + f->n ? (int)(t - f->t) : -1;
+}
 
 /* ------------------------------------------------------------------------
  * Conversion to float32. Values go through uint32_t bit patterns so NaN

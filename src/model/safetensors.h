@@ -95,6 +95,13 @@ int st_open(struct st_file **out, const char *path, struct sd_err *err);
 int st_parse(struct st_file **out, const uint8_t *buf, size_t len,
              const char *label, struct sd_err *err);
 
+/* Only the header of a file (the 8-byte length and the JSON, as `head -c`
+ * of a checkpoint gives it; more bytes after it are ignored): names,
+ * dtypes, shapes and metadata, every tensor's data NULL. For inspecting
+ * and for tests of what is decided from names and shapes alone. */
+int st_parse_header(struct st_file **out, const uint8_t *buf, size_t len, const char *label,
+                    struct sd_err *err);
+
 /* Unmap / release everything. NULL is fine. */
 void st_close(struct st_file *f);
 
@@ -119,6 +126,9 @@ void st_metadata_at(const struct st_file *f, int i, const char **key,
 
 /* The path (or label) the file was opened with. */
 const char *st_path(const struct st_file *f);
+
+/* i such that st_at(f, i) == t, or -1 if t is not one of f's tensors. */
+int st_index(const struct st_file *f, const struct st_tensor *t);
 
 /* Bytes per element (1 for BOOL and the F8 types, 8 for C64) and the
  * format's name ("F32"). */

@@ -50,10 +50,18 @@ static int transformer_load(struct weights *w, struct transformer *t, const char
 int unet_load(struct unet *u, const char *dir, const char *variant, const struct nn_backend *be,
               long latent_px, struct sd_err *err)
 {
+    struct weights_src src;
+    weights_src_folder(&src, dir, "unet", "diffusion_pytorch_model", variant);
+    return unet_load_src(u, &src, be, latent_px, err);
+}
+
+int unet_load_src(struct unet *u, const struct weights_src *src, const struct nn_backend *be, long latent_px,
+                  struct sd_err *err)
+{
     memset(u, 0, sizeof *u);
     nn_init(&u->nn, be);
-    char path[1024], n[256];
-    snprintf(path, sizeof path, "%s/unet/config.json", dir);
+    char n[256];
+    const char *path = src->config;
     int rc = unet_config_load(&u->cfg, path, err);
     if (rc)
         return rc;
@@ -61,7 +69,7 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
     if (c->layers_per_block + 1 > UNET_MAX_LAYERS)
         return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: layers_per_block %d is too large", path,
                        c->layers_per_block);
-    rc = weights_open(&u->w, dir, "unet", "diffusion_pytorch_model", variant, err);
+    rc = weights_open_src(&u->w, src, err);
     if (rc)
         return rc;
     u->w.be = be;
@@ -81,6 +89,11 @@ int unet_load(struct unet *u, const char *dir, const char *variant, const struct
     load_linear(w, &u->time2, "time_embedding.linear_2", u->temb_dim, u->temb_dim, 1, 0);
     if (c->time_cond_proj_dim)
         load_linear(w, &u->cond_proj, "time_embedding.cond_proj", c->time_cond_proj_dim, C0, 0, 0);
+    if (c->addition_time_embed_dim) {
+        load_linear(w, &u->add1, "add_embedding.linear_1", c->projection_class_embeddings_input_dim,
+                    u->temb_dim, 1, 0);
+        load_linear(w, &u->add2, "add_embedding.linear_2", u->temb_dim, u->temb_dim, 1, 0);
+    }
 
     int cin = C0;
     for (int i = 0; i < nb; i++) {
@@ -202,7 +215,8 @@ static void timestep_embedding(float *out, float t, int dim, int flip, float shi
 
 struct unet_args {
     struct unet *u;
-    const float *sample, *ctx, *tcond;
+    const float *sample, *ctx;
+    const struct unet_cond *cond;
     float t;
     float *out;
     int B, h, w, T;
@@ -237,20 +251,38 @@ static void unet_run(void *arg)
     /* time embedding: the same t for every batch entry */
     float *temb = nn_alloc(nn, C0), *e1 = nn_alloc(nn, u->temb_dim), *e2 = nn_alloc(nn, u->temb_dim);
     float *emb = nn_alloc(nn, (size_t)B * u->temb_dim);
+    const float *tcond = a->cond ? a->cond->tcond : NULL;
     if (!measuring)
         timestep_embedding(temb, a->t, C0, c->flip_sin_to_cos, c->freq_shift);
-    if (c->time_cond_proj_dim && a->tcond) {
-        nn_linear(nn, &u->cond_proj, a->tcond, e1, 1);
+    if (c->time_cond_proj_dim && tcond) {
+        nn_linear(nn, &u->cond_proj, tcond, e1, 1);
         nn_add(nn, temb, temb, e1, C0);
     }
     nn_linear(nn, &u->time1, temb, e1, 1);
     nn_activation(nn, e1, u->temb_dim, NN_SILU);
     nn_linear(nn, &u->time2, e1, e2, 1);
-    /* every resnet applies silu to the embedding first: do it once */
-    nn_activation(nn, e2, u->temb_dim, NN_SILU);
     if (!measuring)
         for (int b = 0; b < B; b++)
             memcpy(emb + (size_t)b * u->temb_dim, e2, u->temb_dim * sizeof(float));
+    if (c->addition_time_embed_dim) {
+        /* SDXL: emb += add_embedding(concat(text_embeds, sinusoids of the 6
+         * time ids)), per batch entry (diffusers get_aug_embed) */
+        int P = c->projection_class_embeddings_input_dim, A = c->addition_time_embed_dim, Pt = P - 6 * A;
+        float *in = nn_alloc(nn, (size_t)B * P), *h1 = nn_alloc(nn, (size_t)B * u->temb_dim);
+        if (!measuring)
+            for (int b = 0; b < B; b++) {
+                float *row = in + (size_t)b * P;
+                memcpy(row, a->cond->text_embeds + (size_t)b * Pt, Pt * sizeof(float));
+                for (int k = 0; k < 6; k++)
+                    timestep_embedding(row + Pt + k * A, a->cond->time_ids[b * 6 + k], A, c->flip_sin_to_cos,
+                                       c->freq_shift);
+            }
+        nn_linear(nn, &u->add1, in, h1, B);
+        nn_activation(nn, h1, (size_t)B * u->temb_dim, NN_SILU);
+        nn_linear_ex(nn, &u->add2, h1, emb, B, 1);
+    }
+    /* every resnet applies silu to the embedding first: do it once */
+    nn_activation(nn, emb, (size_t)B * u->temb_dim, NN_SILU);
 
     float *x0 = nn_alloc(nn, (size_t)B * h * w * c->in_channels);
     if (!measuring)
@@ -384,15 +416,17 @@ int unet_prepare(struct unet *u, int B, int h, int w, int T, struct sd_err *err)
 }
 
 int unet_forward(struct unet *u, const float *sample, float t, const float *ctx, int T,
-                 const float *tcond, float *out, int B, int h, int w, struct sd_err *err)
+                 const struct unet_cond *cond, float *out, int B, int h, int w, struct sd_err *err)
 {
+    if (u->cfg.addition_time_embed_dim && (!cond || !cond->text_embeds || !cond->time_ids))
+        return sd_errf(err, SD_ERR_ARG, "this UNet (SDXL) needs text_embeds and time_ids");
     int rc = unet_prepare(u, B, h, w, T, err);
     if (rc)
         return rc;
     int fresh = !u->kv_valid || memcmp(u->kv_ctx, ctx, u->kv_ctx_n * sizeof(float));
     if (fresh)
         memcpy(u->kv_ctx, ctx, u->kv_ctx_n * sizeof(float));
-    struct unet_args a = {u, sample, ctx, tcond, t, out, B, h, w, T, fresh};
+    struct unet_args a = {u, sample, ctx, cond, t, out, B, h, w, T, fresh};
     nn_begin(&u->nn);
     unet_run(&a);
     u->kv_valid = 1;
@@ -440,6 +474,8 @@ void unet_free(struct unet *u)
         nn_linear_release(be, &u->time1);
         nn_linear_release(be, &u->time2);
         nn_linear_release(be, &u->cond_proj);
+        nn_linear_release(be, &u->add1);
+        nn_linear_release(be, &u->add2);
     }
     nn_free(&u->nn);
     big_free(u->kv_buf, u->kv_bytes);

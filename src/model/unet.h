@@ -43,6 +43,7 @@ struct unet {
     int temb_dim;                     /* 4 * block_out[0] */
     struct nn_conv2d conv_in, conv_out;
     struct nn_linear time1, time2, cond_proj;
+    struct nn_linear add1, add2;      /* add_embedding (SDXL "text_time") */
     struct nn_norm norm_out;
     struct unet_block down[CFG_MAX_BLOCKS], up[CFG_MAX_BLOCKS];
     struct resnet mid_res[2];
@@ -63,15 +64,25 @@ struct unet {
  * algorithm for it (nn_conv2d.px). Any size still runs. */
 int unet_load(struct unet *u, const char *dir, const char *variant, const struct nn_backend *be,
               long latent_px, struct sd_err *err);
+/* The same from any source (a single-file checkpoint's UNet). */
+int unet_load_src(struct unet *u, const struct weights_src *src, const struct nn_backend *be, long latent_px,
+                  struct sd_err *err);
 
 /* Size activations and kernels for this batch, latent size and context
  * length; called by unet_forward when they change (allocates). */
 int unet_prepare(struct unet *u, int B, int h, int w, int T, struct sd_err *err);
 
+/* Conditioning besides the text: what a UNet's config asks for. */
+struct unet_cond {
+    const float *tcond;       /* [time_cond_proj_dim] guidance embedding (LCM-distilled UNets) */
+    const float *text_embeds; /* SDXL: [B, pooled width] pooled text embedding per batch entry */
+    const float *time_ids;    /* SDXL: [B, 6] original h, w, crop top, left, target h, w */
+};
+
 /* out[B, out_channels, h, w] = unet(sample[B, in_channels, h, w], t, ctx[B, T, D]).
- * tcond: [time_cond_proj_dim] guidance embedding for LCM-distilled UNets, else NULL. */
+ * cond: NULL for SD 1.x/2.x UNets; SDXL's needs text_embeds and time_ids. */
 int unet_forward(struct unet *u, const float *sample, float t, const float *ctx, int T,
-                 const float *tcond, float *out, int B, int h, int w, struct sd_err *err);
+                 const struct unet_cond *cond, float *out, int B, int h, int w, struct sd_err *err);
 
 void unet_free(struct unet *u);
 

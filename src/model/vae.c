@@ -118,16 +118,22 @@ static void encoder_load(struct weights *w, struct vae *v, long image_px)
 int vae_load(struct vae *v, const char *dir, const char *variant, const struct nn_backend *be,
              long image_px, struct sd_err *err)
 {
+    struct weights_src src;
+    weights_src_folder(&src, dir, "vae", "diffusion_pytorch_model", variant);
+    return vae_load_src(v, &src, be, image_px, err);
+}
+
+int vae_load_src(struct vae *v, const struct weights_src *src, const struct nn_backend *be, long image_px,
+                 struct sd_err *err)
+{
     memset(v, 0, sizeof *v);
     nn_init(&v->dec.nn, be);
     nn_init(&v->enc.nn, be);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/vae/config.json", dir);
-    int rc = vae_config_load(&v->cfg, path, err);
+    int rc = vae_config_load(&v->cfg, src->config, err);
     if (rc)
         return rc;
     v->scale_factor = 1 << (v->cfg.n_blocks - 1);
-    rc = weights_open(&v->w, dir, "vae", "diffusion_pytorch_model", variant, err);
+    rc = weights_open_src(&v->w, src, err);
     if (rc)
         return rc;
     v->w.be = be;

@@ -52,6 +52,9 @@ struct vae {
  * config's sample_size squared (see unet_load). */
 int vae_load(struct vae *v, const char *dir, const char *variant, const struct nn_backend *be,
              long image_px, struct sd_err *err);
+/* The same from any source (a single-file checkpoint's VAE). */
+int vae_load_src(struct vae *v, const struct weights_src *src, const struct nn_backend *be, long image_px,
+                 struct sd_err *err);
 
 /* image[H, W, out_channels] (H = h * scale_factor) from z[latent_channels, h, w],
  * batch 1. z is what the pipeline passes: latents / scaling_factor. */

@@ -51,8 +51,40 @@ int weights_open(struct weights *w, const char *dir, const char *component, cons
         }
         return w->status = sd_errf(err, SD_ERR_IO, "%s: missing", w->path);
     }
-    w->status = st_open(&w->file, w->path, err);
+    w->status = st_open(&w->own_file, w->path, err);
+    w->file = w->own_file;
     return w->status;
+}
+
+void weights_src_folder(struct weights_src *s, const char *dir, const char *component, const char *base,
+                        const char *variant)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->config, sizeof s->config, "%s/%s/config.json", dir, component);
+    s->dir = dir, s->component = component, s->base = base, s->variant = variant;
+}
+
+int weights_open_src(struct weights *w, const struct weights_src *s, struct sd_err *err)
+{
+    if (!s->file)
+        return weights_open(w, s->dir, s->component, s->base, s->variant, err);
+    memset(w, 0, sizeof *w);
+    w->err = err;
+    w->file = s->file;
+    w->map = s->map;
+    w->map_ctx = s->map_ctx;
+    snprintf(w->path, sizeof w->path, "%s", st_path(s->file));
+    return SD_OK;
+}
+
+/* The file's tensor for a diffusers name: itself, or a translated view. */
+static const struct st_tensor *lookup(const struct weights *w, const char *name, struct st_tensor *view,
+                                      int *transpose)
+{
+    *transpose = 0;
+    if (!w->map)
+        return st_find(w->file, name);
+    return w->map(w->map_ctx, w->file, name, view, transpose) ? view : NULL;
 }
 
 static int fail(struct weights *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -110,9 +142,14 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
     for (int i = 0; i < ndim && i < ST_MAX_DIMS; i++)
         want[i] = va_arg(ap, int);
     va_end(ap);
-    const struct st_tensor *t = st_find(w->file, name);
+    struct st_tensor view;
+    int transpose;
+    const struct st_tensor *t = lookup(w, name, &view, &transpose);
     if (!t) {
-        fail(w, SD_ERR_FORMAT, "missing tensor '%s'", name);
+        if (w->map)
+            fail(w, SD_ERR_FORMAT, "no tensor for '%s' (diffusers name) in the checkpoint", name);
+        else
+            fail(w, SD_ERR_FORMAT, "missing tensor '%s'", name);
         return NULL;
     }
     int same = t->ndim == ndim;
@@ -122,12 +159,16 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
         char a[128], b[128];
         shape_str(a, sizeof a, t->ndim, t->shape);
         shape_str(b, sizeof b, ndim, want);
-        fail(w, SD_ERR_FORMAT, "tensor '%s' has shape %s but the config implies %s", name, a, b);
+        if (w->map && t->name && strcmp(t->name, name))
+            fail(w, SD_ERR_FORMAT, "tensor '%s' (%s) has shape %s but the config implies %s", t->name, name,
+                 a, b);
+        else
+            fail(w, SD_ERR_FORMAT, "tensor '%s' has shape %s but the config implies %s", name, a, b);
         return NULL;
     }
     w->n_used++;
     w->used += (size_t)t->numel * sizeof(float);
-    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0)
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0 && !transpose)
         return (const float *)(const void *)t->data;
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
         fail(w, SD_ERR_UNSUPPORTED, "tensor '%s' has dtype %s (supported: F32, F16, BF16)", name,
@@ -143,6 +184,19 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
         free(buf);
         fail(w, e.code, "tensor '%s': %s", name, e.msg);
         return NULL;
+    }
+    if (transpose && t->ndim == 2) { /* the view is [rows, cols] of the file's [cols, rows] */
+        size_t r = (size_t)t->shape[0], c = (size_t)t->shape[1];
+        float *tmp = malloc(r * c * sizeof(float));
+        if (!tmp) {
+            fail(w, SD_ERR_NOMEM, "out of memory for '%s'", name);
+            return NULL;
+        }
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < c; j++)
+                tmp[i * c + j] = buf[j * r + i];
+        memcpy(buf, tmp, r * c * sizeof(float));
+        free(tmp);
     }
     return buf;
 }
@@ -188,7 +242,9 @@ void weights_drop(struct weights *w, const float *p, size_t n)
 
 int weights_has(const struct weights *w, const char *name)
 {
-    return w->file && st_find(w->file, name) != NULL;
+    struct st_tensor view;
+    int transpose;
+    return w->file && lookup(w, name, &view, &transpose) != NULL;
 }
 
 void weights_free(struct weights *w)
@@ -196,6 +252,6 @@ void weights_free(struct weights *w)
     for (int i = 0; i < w->n_owned; i++)
         free(w->owned[i]);
     free(w->owned);
-    st_close(w->file);
+    st_close(w->own_file);
     memset(w, 0, sizeof *w);
 }

@@ -1,7 +1,10 @@
 /* weights.h - a network component's weights, looked up by name and shape.
  *
- * Opens `<dir>/<component>/<base>[.<variant>].safetensors` (memory-mapped)
- * and hands out float32 pointers for named tensors after checking their
+ * Opens `<dir>/<component>/<base>[.<variant>].safetensors` (memory-mapped),
+ * or reads a component out of a single-file checkpoint shared with the
+ * other components (weights_open_src: names are translated from diffusers'
+ * to the file's own, see checkpoint.h), and hands out float32 pointers for
+ * named tensors, always asked for by their diffusers names, after checking their
  * shape against what the config implies. F32 tensors that are 4-byte
  * aligned in the file are used in place (zero copy: the model's weights stay
  * in the page cache); F16/BF16/F64 tensors, or unaligned F32 ones, are
@@ -23,8 +26,37 @@
 struct st_file;
 struct nn_backend;
 
+struct st_tensor;
+
+/* A translator from diffusers tensor names to a single file's: fills *view
+ * with the file's tensor under that name (a view: another shape for the
+ * same bytes, or a row range of a larger tensor) and returns 1, or returns
+ * 0 when the file has no such tensor. *transpose = 1 asks for the 2-D view
+ * to be transposed into the returned float32 buffer. */
+typedef int (*weights_map_fn)(const void *ctx, const struct st_file *f, const char *name,
+                              struct st_tensor *view, int *transpose);
+
+/* Where a network's config and weights come from. */
+struct weights_src {
+    char config[1100];        /* path of its config.json */
+    /* A diffusers folder: <dir>/<component>/<base>[.<variant>].safetensors */
+    const char *dir, *component, *base, *variant;
+    /* Or a file shared by the components of a checkpoint (not owned; it
+     * must outlive the weights), with its names translated by map. */
+    const struct st_file *file;
+    weights_map_fn map;
+    const void *map_ctx;
+};
+
+/* The source of <dir>/<component> in a diffusers folder. */
+void weights_src_folder(struct weights_src *s, const char *dir, const char *component, const char *base,
+                        const char *variant);
+
 struct weights {
-    struct st_file *file;
+    const struct st_file *file;
+    struct st_file *own_file; /* file when this struct opened it */
+    weights_map_fn map;
+    const void *map_ctx;
     char path[1024];
     float **owned;      /* converted tensors */
     int n_owned, cap_owned;
@@ -45,6 +77,8 @@ struct weights {
  * what is there instead (a .bin pickle to convert, another variant). */
 int weights_open(struct weights *w, const char *dir, const char *component, const char *base,
                  const char *variant, struct sd_err *err);
+/* The same for any source. */
+int weights_open_src(struct weights *w, const struct weights_src *s, struct sd_err *err);
 
 /* The tensor `name` as float32 with exactly the given dims (ndim ints follow). */
 const float *weights_get(struct weights *w, const char *name, int ndim, ...);

@@ -1,6 +1,6 @@
 /* fuzz_tokenizer.c - tok_encode on arbitrary bytes (prompts are untrusted).
  *
- * Uses the real CLIP vocabulary (tests/data/clip-vocab, loaded once; run
+ * Uses the real CLIP vocabulary (data/tokenizers/clip, loaded once; run
  * from the repository root). Every result must be 77 ids inside the
  * vocabulary, framed by bos ... eos and padding, for any input bytes,
  * including invalid UTF-8 and embedded special tokens. The first byte picks
@@ -16,7 +16,7 @@ static struct tokenizer *fuzz_tok[2];
 
 int fuzz_tokenizer(const uint8_t *data, size_t len)
 {
-    static const char *dirs[2] = {"tests/data/clip-vocab", "tests/data/tiny-sd2/tokenizer"};
+    static const char *dirs[2] = {"data/tokenizers/clip", "tests/data/tiny-sd2/tokenizer"};
     struct sd_err err;
     if (len == 0)
         return 0;

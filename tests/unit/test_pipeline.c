@@ -37,6 +37,18 @@ static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *
     p.eta = (float)json_number_value(json_object_get(c, "eta"));
     json_t *cs = json_object_get(c, "clip_skip");
     p.clip_skip = json_is_integer(cs) ? (int)json_integer_value(cs) : 0;
+    /* SDXL micro-conditioning: [h, w] pairs and [top, left], as diffusers takes them */
+    json_t *os = json_object_get(c, "original_size"), *ts = json_object_get(c, "target_size"),
+           *cr = json_object_get(c, "crop");
+    if (json_is_array(os))
+        p.original_height = (int)json_integer_value(json_array_get(os, 0)),
+        p.original_width = (int)json_integer_value(json_array_get(os, 1));
+    if (json_is_array(ts))
+        p.target_height = (int)json_integer_value(json_array_get(ts, 0)),
+        p.target_width = (int)json_integer_value(json_array_get(ts, 1));
+    if (json_is_array(cr))
+        p.crop_top = (int)json_integer_value(json_array_get(cr, 0)),
+        p.crop_left = (int)json_integer_value(json_array_get(cr, 1));
     int s = sd_scheduler_from_name(json_string_value(json_object_get(c, "scheduler")));
     CHECK_MSG(s >= 0, "%s: scheduler", name);
     p.scheduler = s < 0 ? 0 : s;
@@ -83,11 +95,14 @@ static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *
     sd_image_free(&img);
 }
 
-static void run_model(const char *dir, const char *variant, const char *refpath)
+/* Every case of the reference file on the model in dir; cases naming
+ * another "model" (a folder beside dir, e.g. the same networks with another
+ * scheduler config) run on that one. config: for single files. */
+static void run_model_ex(const char *dir, const char *variant, const char *config, const char *refpath)
 {
     struct sd_err err;
-    sd_model *m;
-    struct sd_load_opts lo = {.dir = dir, .variant = variant};
+    sd_model *m, *alt = NULL;
+    struct sd_load_opts lo = {.dir = dir, .variant = variant, .config = config};
     int rc = sd_model_load(&m, &lo, &err);
     CHECK_MSG(rc == SD_OK, "%s", err.msg);
     struct st_file *rf = ref_open(refpath);
@@ -99,16 +114,39 @@ static void run_model(const char *dir, const char *variant, const char *refpath)
     }
     json_error_t je;
     json_t *cases = json_loads(st_metadata(rf, "cases"), 0, &je);
-    CHECK(json_is_array(cases) && json_array_size(cases) > 20);
+    CHECK(json_is_array(cases) && json_array_size(cases) >= 8);
     struct totals tot = {0, 1, 0, 0};
     size_t i;
     json_t *c;
-    json_array_foreach(cases, i, c) run_case(m, rf, c, &tot);
+    json_array_foreach(cases, i, c)
+    {
+        const char *other = json_string_value(json_object_get(c, "model"));
+        if (!other) {
+            run_case(m, rf, c, &tot);
+            continue;
+        }
+        if (!alt) {
+            char path[256];
+            snprintf(path, sizeof path, "tests/data/%s", other);
+            struct sd_load_opts ao = {.dir = path};
+            rc = sd_model_load(&alt, &ao, &err);
+            CHECK_MSG(rc == SD_OK, "%s", err.msg);
+            if (rc)
+                continue;
+        }
+        run_case(alt, rf, c, &tot);
+    }
     printf("    %s: %d cases, worst latents rel %.2e, worst identical %.4f%%, worst level %d\n", dir,
            tot.cases, tot.worst_latent, 100 * tot.worst_identical, tot.worst_level);
     json_decref(cases);
     st_close(rf);
+    sd_model_free(alt);
     sd_model_free(m);
+}
+
+static void run_model(const char *dir, const char *variant, const char *refpath)
+{
+    run_model_ex(dir, variant, NULL, refpath);
 }
 
 TEST(pipeline_tiny_sd1)
@@ -119,6 +157,11 @@ TEST(pipeline_tiny_sd1)
 TEST(pipeline_tiny_sd2)
 {
     run_model("tests/data/tiny-sd2", "fp16", "tests/data/ref/tiny-sd2.safetensors");
+}
+
+TEST(pipeline_tiny_sdxl)
+{
+    run_model("tests/data/tiny-sdxl", NULL, "tests/data/ref/tiny-sdxl.safetensors");
 }
 
 struct cb_state {

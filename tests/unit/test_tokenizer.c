@@ -1,7 +1,7 @@
 /* test_tokenizer.c - the CLIP tokenizer against transformers' ids.
  *
  * tests/data/tokenizer_ref.json comes from tools/gen_tokenizer_ref.py;
- * tests/data/clip-vocab from tools/make_clip_vocab.py. Config variants are
+ * data/tokenizers/clip from tools/make_clip_vocab.py. Config variants are
  * written to a temporary folder beside links to the shared vocab files.
  * Opt-in: TOKENIZER_CODEPOINTS=/tmp/cp.tsv (gen_tokenizer_ref.py
  * --codepoints) compares every Unicode code point.
@@ -19,7 +19,7 @@
 #include <unistd.h>
 #include <unistr.h>
 
-#define VOCAB_DIR "tests/data/clip-vocab"
+#define VOCAB_DIR "data/tokenizers/clip"
 #define REF_PATH "tests/data/tokenizer_ref.json"
 
 static double now_ms(void)
