@@ -131,7 +131,7 @@ void ckpt_detect(const struct st_file *f, struct ckpt_info *in)
     else if (has(f, "edm_mean"))
         in->family = CKPT_PLAYGROUND25;
     else if (has(f, "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias") ||
-             (has_unet && last_dim(kxl) == 2048))
+             (has_unet && (last_dim(kxl) == 2048 || has(f, "conditioner.embedders.1.model.positional_embedding"))))
         in->family = CKPT_SDXL;
     else if (has(f, "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias"))
         in->family = CKPT_SDXL_REFINER;
@@ -173,6 +173,12 @@ void ckpt_detect(const struct st_file *f, struct ckpt_info *in)
     }
 }
 
+/* "a" or "an" before a family's name ("an SDXL", "a Flux"). */
+static const char *article(const char *name)
+{
+    return name[0] == 'S' && name[1] == 'D' ? "an" : "a";
+}
+
 int ckpt_check_runnable(const char *path, const struct ckpt_info *in, struct sd_err *err)
 {
     const char *fam = ckpt_family_name(in->family);
@@ -193,8 +199,8 @@ int ckpt_check_runnable(const char *path, const struct ckpt_info *in, struct sd_
         return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: one network of a diffusers folder, not a whole model: "
                        "give the folder (with model_index.json) as --model", path);
     default:
-        return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: a %s checkpoint: not supported (diffusiond runs "
-                       "SD 1.x, SD 2.x and SDXL)", path, fam);
+        return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: %s %s checkpoint: not supported (diffusiond runs "
+                       "SD 1.x, SD 2.x and SDXL)", path, article(fam), fam);
     }
     if (in->unet_in != 4)
         return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: an %s %s checkpoint (UNet with %d input channels): "
@@ -203,7 +209,7 @@ int ckpt_check_runnable(const char *path, const struct ckpt_info *in, struct sd_
                        fam, in->unet_in);
     for (int i = 0; i < in->n_te; i++)
         if (in->te_kind[i] == CKPT_TE_NONE)
-            return sd_errf(err, SD_ERR_FORMAT, "%s: a %s checkpoint without its %stext encoder", path, fam,
+            return sd_errf(err, SD_ERR_FORMAT, "%s: %s %s checkpoint without its %stext encoder", path, article(fam), fam,
                            in->n_te > 1 ? (i ? "second " : "first ") : "");
     return SD_OK;
 }
