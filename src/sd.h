@@ -75,6 +75,15 @@ enum sd_precision {
 int sd_precision_from_name(const char *name);
 const char *sd_precision_name(enum sd_precision p);
 
+/* A LoRA to merge for a generation: a file <lora_dir>/<name>[.safetensors]. */
+#define SD_MAX_LORAS 8
+#define SD_LORA_NAME_MAX 128
+#define SD_LORA_WEIGHT_MAX 10.0f /* |weight| */
+struct sd_lora {
+    const char *name;
+    float weight;
+};
+
 struct sd_load_opts {
     /* A diffusers folder (model_index.json inside), or a single-file
      * checkpoint in the original layout (.safetensors) of SD 1.x, SD 2.x or
@@ -93,6 +102,8 @@ struct sd_load_opts {
     /* NULL, or a VAE to use instead of the model's: a diffusers vae folder
      * (config.json + weights) or a .safetensors file in either layout. */
     const char *vae;
+    /* The folder LoRA names resolve in (NULL: LoRAs cannot be used). */
+    const char *lora_dir;
     int threads;         /* 0: all cores */
     enum sd_precision precision;
     /* The image size most requests will ask for (0: the model's default).
@@ -146,9 +157,26 @@ struct sd_params {
     int original_width, original_height;
     int crop_top, crop_left;
     int target_width, target_height;
+    /* LoRAs merged for this generation (with those of the prompt's
+     * <lora:NAME:WEIGHT> tags, which are removed from the text before it is
+     * encoded, as A1111 does). At most SD_MAX_LORAS in all. */
+    const struct sd_lora *loras;
+    int n_loras;
 };
 
 void sd_params_default(struct sd_params *p);
+
+/* A1111 prompt tags: copies prompt to clean (cap bytes) without its
+ * <lora:NAME> / <lora:NAME:WEIGHT> tags (weight 1 when absent) and appends
+ * them to loras[*n..max) (names point into names[], which must hold max
+ * entries). A tag whose name or weight is malformed or too long, or one too
+ * many, is an error (SD_ERR_ARG). */
+int sd_prompt_loras(const char *prompt, char *clean, size_t cap, struct sd_lora *loras,
+                    char (*names)[SD_LORA_NAME_MAX], int max, int *n, struct sd_err *err);
+
+/* Check LoRA names and weights against the model's LoRA folder without
+ * loading anything (the service validates requests with it). */
+int sd_lora_check(const sd_model *m, const struct sd_lora *loras, int n, struct sd_err *err);
 
 /* Check p against the model and the engine limits without running anything
  * (the service calls this before queueing). */

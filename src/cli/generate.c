@@ -29,6 +29,9 @@ static void usage(FILE *f)
             "                          single files: v_prediction, as diffusers decides)\n"
             "  --vae DIR|FILE          use this VAE instead of the model's (a diffusers vae folder\n"
             "                          or a .safetensors file)\n"
+            "  --lora-dir DIR          where LoRA names resolve (or $DIFFUSIOND_LORA_DIR)\n"
+            "  --lora NAME[:W]         merge LoRA DIR/NAME[.safetensors] with weight W (1); repeat\n"
+            "                          for several; <lora:NAME:W> in the prompt works too\n"
             "  --prompt TEXT           what to draw\n"
             "  --negative-prompt TEXT  what to avoid (default: empty)\n"
             "  --steps N               denoising steps (50)\n"
@@ -140,13 +143,16 @@ int cli_generate(int argc, char **argv)
         {"prediction-type", required_argument, 0, 'T'},
         {"original-size", required_argument, 0, 'O'}, {"target-size", required_argument, 0, 'G'},
         {"crop", required_argument, 0, 'R'},
+        {"lora-dir", required_argument, 0, 'L'}, {"lora", required_argument, 0, 'l'},
         {0, 0, 0, 0},
     };
     struct sd_params p;
     sd_params_default(&p);
     char bundled[4096];
     sd_bundled_model_path(bundled, sizeof bundled);
-    struct sd_load_opts lo = {.dir = getenv("DIFFUSIOND_MODEL")};
+    struct sd_load_opts lo = {.dir = getenv("DIFFUSIOND_MODEL"), .lora_dir = getenv("DIFFUSIOND_LORA_DIR")};
+    struct sd_lora loras[SD_MAX_LORAS];
+    char lora_names[SD_MAX_LORAS][SD_LORA_NAME_MAX];
     if (!lo.dir || !*lo.dir)
         lo.dir = bundled;
     const char *output = NULL;
@@ -254,6 +260,24 @@ int cli_generate(int argc, char **argv)
             if (parse_pair("--crop", optarg, ',', &p.crop_top, &p.crop_left))
                 return 2;
             break;
+        case 'L': lo.lora_dir = optarg; break;
+        case 'l': {
+            const char *colon = strrchr(optarg, ':');
+            size_t nl = colon ? (size_t)(colon - optarg) : strlen(optarg);
+            float w = 1.0f;
+            if (p.n_loras == SD_MAX_LORAS || !nl || nl >= SD_LORA_NAME_MAX ||
+                (colon && parse_float("--lora weight", colon + 1, -SD_LORA_WEIGHT_MAX, SD_LORA_WEIGHT_MAX, &w))) {
+                fprintf(stderr, "diffusiond: error: --lora must be NAME or NAME:WEIGHT, at most %d times "
+                        "(got '%s')\n", SD_MAX_LORAS, optarg);
+                return 2;
+            }
+            memcpy(lora_names[p.n_loras], optarg, nl);
+            lora_names[p.n_loras][nl] = 0;
+            loras[p.n_loras] = (struct sd_lora){lora_names[p.n_loras], w};
+            p.n_loras++;
+            p.loras = loras;
+            break;
+        }
         case 'o': output = optarg; break;
         case 'q': bar.quiet = 1; break;
         case 'h': usage(stdout); return 0;

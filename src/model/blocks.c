@@ -48,6 +48,8 @@ void load_linear(struct weights *w, struct nn_linear *l, const char *prefix, int
         snprintf(n, sizeof n, "%s.bias", prefix);
         l->b = weights_get(w, n, 1, out);
     }
+    snprintf(n, sizeof n, "%s.weight", prefix);
+    weights_add_layer(w, prefix, n, 0, l, 0, out, in);
     prepare_linear(w, l, prefix);
 }
 
@@ -70,6 +72,12 @@ void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *bas
     l->out = n * out;
     l->w = weights_stack(w, ws, n, (size_t)out * in, name);
     l->b = bias ? weights_stack(w, bs, n, (size_t)out, name) : NULL;
+    for (int i = 0; i < n; i++) {
+        char part[320], tensor[340];
+        snprintf(part, sizeof part, "%s.%s", base, names[i]);
+        snprintf(tensor, sizeof tensor, "%s.weight", part);
+        weights_add_layer(w, part, tensor, 0, l, i * out, out, in);
+    }
     prepare_linear(w, l, name);
 }
 
@@ -88,6 +96,8 @@ void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int i
     c->w = weights_get(w, n, 4, out, in, k, k);
     snprintf(n, sizeof n, "%s.bias", prefix);
     c->b = weights_get(w, n, 1, out);
+    snprintf(n, sizeof n, "%s.weight", prefix);
+    weights_add_layer(w, prefix, n, 1, c, 0, out, in * k * k);
     prepare_conv(w, c, prefix);
 }
 

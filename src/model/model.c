@@ -275,6 +275,8 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     struct sd_model_info *in = &m->info;
     int rc;
+    if (o->lora_dir)
+        snprintf(m->lora.dir, sizeof m->lora.dir, "%s", o->lora_dir);
     /* bf16 only where the CPU computes bf16 products natively: elsewhere
      * oneDNN emulates them, 4-7x slower than float32 (measured on an
      * AVX-512 Xeon without AVX512-BF16), so float32 it is. */
@@ -442,7 +444,7 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
     /* 5. What callers see. */
     base_name(in->name, sizeof in->name, o->dir);
     snprintf(in->family, sizeof in->family, "%s",
-             xl ? "SDXL" : m->clip.cfg.hidden == 768 ? "SD 1.x" : "SD 2.x");
+             xl ? "SDXL" : m->clip.cfg.act == CLIP_QUICK_GELU ? "SD 1.x" : "SD 2.x"); /* CLIP-L : OpenCLIP */
     snprintf(in->format, sizeof in->format, "%s", single ? "single-file" : "diffusers");
     snprintf(in->prediction_type, sizeof in->prediction_type, "%s", m->sched_cfg.prediction_type);
     in->default_guidance = xl ? 5.0f : 7.5f;
@@ -514,5 +516,6 @@ void sd_model_free(sd_model *m)
     arena_free(&m->arena);
     single_close(&m->single);
     single_close(&m->vae_file);
+    lora_state_free(&m->lora);
     free(m);
 }

@@ -11,6 +11,7 @@
 
 #include "model/checkpoint.h"
 #include "model/clip.h"
+#include "model/lora.h"
 #include "model/prompt_cache.h"
 #include "model/sched.h"
 #include "model/tokenizer.h"
@@ -45,6 +46,7 @@ struct sd_model {
     char vae_dir[1024], vae_leaf[256]; /* --vae DIR, split for weights_src */
     struct sched_config sched_cfg; /* the model's scheduler_config.json */
     struct prompt_cache prompts;   /* text-encoder outputs by prompt */
+    struct lora_state lora;        /* the LoRA set merged into the weights now */
     int ctx_dim;                   /* conditioning width (SDXL: both encoders) */
     int pooled_dim;                /* SDXL pooled text embedding, else 0 */
     struct arena arena;            /* activations of all the networks */

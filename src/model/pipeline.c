@@ -107,6 +107,22 @@ int sd_params_check(const sd_model *m, const struct sd_params *p, struct sd_err 
     int max_skip = m ? m->info.max_clip_skip : 11;
     if (p->clip_skip < 0 || p->clip_skip > max_skip)
         return sd_errf(err, SD_ERR_ARG, "clip_skip must be between 0 and %d", max_skip);
+    if (p->n_loras < 0 || p->n_loras > SD_MAX_LORAS || (p->n_loras && !p->loras))
+        return sd_errf(err, SD_ERR_ARG, "at most %d LoRAs", SD_MAX_LORAS);
+    if (m) {
+        struct sd_lora all[SD_MAX_LORAS];
+        char names[SD_MAX_LORAS][SD_LORA_NAME_MAX];
+        int n = p->n_loras, rc;
+        if (n)
+            memcpy(all, p->loras, n * sizeof *all);
+        char *clean = malloc(strlen(p->prompt) + 1);
+        if (!clean)
+            return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+        rc = sd_prompt_loras(p->prompt, clean, strlen(p->prompt) + 1, all, names, SD_MAX_LORAS, &n, err);
+        free(clean);
+        if (rc || (rc = sd_lora_check(m, all, n, err)))
+            return rc;
+    }
     const int micro[] = {p->original_width, p->original_height, p->crop_top, p->crop_left, p->target_width,
                          p->target_height};
     for (int i = 0; i < 6; i++)
@@ -241,6 +257,23 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
     if (ensure_buffers(m, h, w, T))
         return sd_errf(err, SD_ERR_NOMEM, "out of memory for a %dx%d image", W, H);
 
+    /* 0. LoRAs: the request's and the prompt's tags (removed from the text). */
+    struct sd_lora loras[SD_MAX_LORAS];
+    char lnames[SD_MAX_LORAS][SD_LORA_NAME_MAX];
+    int nl = p->n_loras, te_changed;
+    if (nl)
+        memcpy(loras, p->loras, nl * sizeof *loras);
+    char *prompt = malloc(strlen(p->prompt) + 1);
+    if (!prompt)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    if ((rc = sd_prompt_loras(p->prompt, prompt, strlen(p->prompt) + 1, loras, lnames, SD_MAX_LORAS, &nl, err)) ||
+        (rc = lora_apply(m, loras, nl, &te_changed, err))) {
+        free(prompt);
+        return rc;
+    }
+    if (te_changed)
+        pcache_clear(&m->prompts);
+
     /* 1. Text. Classifier-free guidance runs the UNet on [uncond; cond];
      * LCM-distilled UNets take the guidance as an embedding instead. */
     int xl = m->arch == SD_ARCH_SDXL;
@@ -250,7 +283,9 @@ int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callback
     int P = m->pooled_dim;
     float *uncond = m->ctx, *cond = m->ctx + (size_t)T * D;
     float *uncond_pooled = m->pooled, *cond_pooled = m->pooled + P;
-    if ((rc = encode_prompt(m, p->prompt, p->clip_skip, cond, cond_pooled, err)))
+    rc = encode_prompt(m, prompt, p->clip_skip, cond, cond_pooled, err);
+    free(prompt);
+    if (rc)
         return rc;
     if (cfg && xl && !p->negative_prompt && m->force_zeros) { /* force_zeros_for_empty_prompt */
         memset(uncond, 0, (size_t)T * D * sizeof(float));

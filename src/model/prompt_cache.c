@@ -30,6 +30,15 @@ void pcache_free(struct prompt_cache *c)
     memset(c, 0, sizeof *c);
 }
 
+void pcache_clear(struct prompt_cache *c)
+{
+    for (int i = 0; i < c->capacity; i++) {
+        free(c->e[i].text);
+        free(c->e[i].emb);
+        memset(&c->e[i], 0, sizeof c->e[i]);
+    }
+}
+
 const float *pcache_get(struct prompt_cache *c, const char *text, int clip_skip)
 {
     uint64_t h = hash_text(text, clip_skip);

@@ -32,6 +32,8 @@ struct prompt_cache {
 
 void pcache_init(struct prompt_cache *c, int capacity, size_t n);
 void pcache_free(struct prompt_cache *c);
+/* Forget every entry (the text encoder's weights changed). */
+void pcache_clear(struct prompt_cache *c);
 /* The cached embedding, or NULL. */
 const float *pcache_get(struct prompt_cache *c, const char *text, int clip_skip);
 /* Store a copy of emb (n floats); silently does nothing when out of memory

@@ -240,6 +240,40 @@ void weights_drop(struct weights *w, const float *p, size_t n)
     w->dropped += n * sizeof(float);
 }
 
+void weights_add_layer(struct weights *w, const char *name, const char *tensor, int conv, void *layer, int row0,
+                       int rows, int cols)
+{
+    if (w->status)
+        return;
+    if (w->n_layers == w->cap_layers) {
+        int cap = w->cap_layers ? 2 * w->cap_layers : 256;
+        struct weights_layer *p = realloc(w->layers, cap * sizeof *p);
+        if (!p) {
+            fail(w, SD_ERR_NOMEM, "out of memory");
+            return;
+        }
+        w->layers = p;
+        w->cap_layers = cap;
+    }
+    struct weights_layer *l = &w->layers[w->n_layers++];
+    snprintf(l->name, sizeof l->name, "%s", name);
+    snprintf(l->tensor, sizeof l->tensor, "%s", tensor);
+    l->conv = conv, l->layer = layer, l->row0 = row0, l->rows = rows, l->cols = cols;
+}
+
+int weights_read(const struct weights *w, const char *name, float *dst, size_t n, struct sd_err *err)
+{
+    struct st_tensor view;
+    int transpose;
+    const struct st_tensor *t = w->file ? lookup(w, name, &view, &transpose) : NULL;
+    if (!t)
+        return sd_errf(err, SD_ERR_FORMAT, "%s: tensor '%s' is gone", w->path, name);
+    if ((size_t)t->numel != n || transpose)
+        return sd_errf(err, SD_ERR_FORMAT, "%s: tensor '%s' has %lld values, not %zu", w->path, name,
+                       (long long)t->numel, n);
+    return st_to_f32(t, dst, err);
+}
+
 int weights_has(const struct weights *w, const char *name)
 {
     struct st_tensor view;
@@ -252,6 +286,7 @@ void weights_free(struct weights *w)
     for (int i = 0; i < w->n_owned; i++)
         free(w->owned[i]);
     free(w->owned);
+    free(w->layers);
     st_close(w->own_file);
     memset(w, 0, sizeof *w);
 }

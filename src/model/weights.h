@@ -52,6 +52,17 @@ struct weights_src {
 void weights_src_folder(struct weights_src *s, const char *dir, const char *component, const char *base,
                         const char *variant);
 
+/* A layer loaded from these weights, recorded so that its weights can be
+ * rebuilt later (LoRA merges: lora.h). A stacked layer (q|k|v) has one
+ * entry per part. */
+struct weights_layer {
+    char name[160];       /* diffusers module path, e.g. "down_blocks.0...attn1.to_q" */
+    char tensor[176];     /* the file tensor (diffusers name) holding its weight */
+    int conv;             /* 1: struct nn_conv2d, 0: struct nn_linear */
+    void *layer;
+    int row0, rows, cols; /* rows [row0, row0 + rows) of the layer's [out, in*k*k] weight */
+};
+
 struct weights {
     const struct st_file *file;
     struct st_file *own_file; /* file when this struct opened it */
@@ -70,6 +81,8 @@ struct weights {
     size_t dropped;     /* of those, released after the backend prepared its copy */
     size_t prepared;    /* bytes of the backend's prepared copies */
     int conv_px;        /* nn_conv2d.px of the convolutions loaded next (0: unknown) */
+    struct weights_layer *layers; /* every linear and convolution loaded */
+    int n_layers, cap_layers;
 };
 
 /* base: "diffusion_pytorch_model" (unet, vae) or "model" (text encoder).
@@ -103,6 +116,15 @@ static inline size_t weights_resident(const struct weights *w)
  * NULL if a part is NULL or on error (sticky, `name` in the message). */
 const float *weights_stack(struct weights *w, const float *const *parts, int n, size_t each,
                            const char *name);
+/* Record a loaded layer (blocks.c does it for every layer it loads). */
+void weights_add_layer(struct weights *w, const char *name, const char *tensor, int conv, void *layer, int row0,
+                       int rows, int cols);
+
+/* Convert the tensor `name` (n floats) to float32 into dst again, from the
+ * file: the original values of a layer whose prepared copy must be rebuilt.
+ * Not counted as used memory; not sticky. */
+int weights_read(const struct weights *w, const char *name, float *dst, size_t n, struct sd_err *err);
+
 /* 1 if the file has a tensor of that name (for alternative spellings). */
 int weights_has(const struct weights *w, const char *name);
 

@@ -16,7 +16,8 @@
 #include "test.h"
 #include "testutil.h"
 
-void run_model_ex(const char *dir, const char *variant, const char *config, const char *refpath);
+void run_model_ex(const char *dir, const char *variant, const char *config, const char *lora_dir,
+                  const char *refpath);
 
 static const char *const tiny[][2] = {
     {"tiny-sd1", NULL}, {"tiny-sd2", "fp16"}, {"tiny-sdxl", NULL},
@@ -29,7 +30,7 @@ TEST(single_file_parity)
         snprintf(file, sizeof file, "tests/data/single/%s.safetensors", tiny[i][0]);
         snprintf(folder, sizeof folder, "tests/data/%s", tiny[i][0]);
         snprintf(ref, sizeof ref, "tests/data/ref/single-%s.safetensors", tiny[i][0]);
-        run_model_ex(file, NULL, folder, ref);
+        run_model_ex(file, NULL, folder, NULL, ref);
     }
 }
 

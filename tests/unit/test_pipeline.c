@@ -49,6 +49,16 @@ static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *
     if (json_is_array(cr))
         p.crop_top = (int)json_integer_value(json_array_get(cr, 0)),
         p.crop_left = (int)json_integer_value(json_array_get(cr, 1));
+    /* LoRAs: [{"name", "weight"}] */
+    struct sd_lora loras[SD_MAX_LORAS];
+    json_t *ls = json_object_get(c, "loras");
+    for (size_t i = 0; json_is_array(ls) && i < json_array_size(ls) && i < SD_MAX_LORAS; i++) {
+        json_t *l = json_array_get(ls, i);
+        loras[i] = (struct sd_lora){json_string_value(json_object_get(l, "name")),
+                                    (float)json_number_value(json_object_get(l, "weight"))};
+        p.loras = loras;
+        p.n_loras = (int)i + 1;
+    }
     int s = sd_scheduler_from_name(json_string_value(json_object_get(c, "scheduler")));
     CHECK_MSG(s >= 0, "%s: scheduler", name);
     p.scheduler = s < 0 ? 0 : s;
@@ -95,16 +105,18 @@ static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *
     sd_image_free(&img);
 }
 
-void run_model_ex(const char *dir, const char *variant, const char *config, const char *refpath);
+void run_model_ex(const char *dir, const char *variant, const char *config, const char *lora_dir,
+                  const char *refpath);
 
 /* Every case of the reference file on the model in dir; cases naming
  * another "model" (a folder beside dir, e.g. the same networks with another
  * scheduler config) run on that one. config: for single files. */
-void run_model_ex(const char *dir, const char *variant, const char *config, const char *refpath)
+void run_model_ex(const char *dir, const char *variant, const char *config, const char *lora_dir,
+                  const char *refpath)
 {
     struct sd_err err;
     sd_model *m, *alt = NULL;
-    struct sd_load_opts lo = {.dir = dir, .variant = variant, .config = config};
+    struct sd_load_opts lo = {.dir = dir, .variant = variant, .config = config, .lora_dir = lora_dir};
     int rc = sd_model_load(&m, &lo, &err);
     CHECK_MSG(rc == SD_OK, "%s", err.msg);
     struct st_file *rf = ref_open(refpath);
@@ -148,7 +160,7 @@ void run_model_ex(const char *dir, const char *variant, const char *config, cons
 
 static void run_model(const char *dir, const char *variant, const char *refpath)
 {
-    run_model_ex(dir, variant, NULL, refpath);
+    run_model_ex(dir, variant, NULL, NULL, refpath);
 }
 
 TEST(pipeline_tiny_sd1)
