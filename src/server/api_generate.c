@@ -103,6 +103,8 @@ enum MHD_Result api_generate(struct server *srv, struct http_request *r)
         return http_reply_detail(r, 503, "Model is not available or failed to load.", NULL);
     }
     const struct sd_model_info *info = sd_model_get_info(srv->model);
+    if (!req.has_guidance) /* the pipeline's: 7.5 for SD, 5.0 for SDXL */
+        req.guidance = info->default_guidance;
     if (!req.width)
         req.width = info->default_width;
     if (!req.height)

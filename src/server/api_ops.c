@@ -1,9 +1,21 @@
 /* api_ops.c - /health, /metrics, /openapi.json and the web page. */
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/cpu.h"
+
 #include "server/metrics.h"
 #include "server/routes.h"
+
+/* What a client may want to know of the loaded model. */
+static json_t *model_json(const struct sd_model_info *in)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:s,s:s}", "name", in->name, "family", in->family, "format",
+                     in->format, "prediction_type", in->prediction_type, "default_width", in->default_width,
+                     "default_height", in->default_height, "default_guidance", (double)in->default_guidance,
+                     "scheduler", in->scheduler_class, "precision", sd_precision_name(in->precision));
+}
 
 /* The seed's two fields, plus which model and, if it failed, why. Cheap:
  * no store access, so it answers instantly even under load. */
@@ -11,12 +23,59 @@ enum MHD_Result api_health(struct server *srv, struct http_request *r)
 {
     json_t *o = json_pack("{s:s,s:s}", "status", "ok", "model_status",
                           srv->model ? "available" : "unavailable");
-    if (srv->model)
-        json_object_set_new(o, "model", json_string(sd_model_get_info(srv->model)->name));
-    else
+    if (srv->model) {
+        const struct sd_model_info *in = sd_model_get_info(srv->model);
+        json_object_set_new(o, "model", json_string(in->name));
+        json_object_set_new(o, "model_info", model_json(in));
+    } else
         json_object_set_new(o, "model_error", json_string(srv->model_error));
+    json_object_set_new(o, "cpu", json_string(cpu_describe()));
     static const char *const hdr[] = {"Cache-Control", "no-store", NULL};
     return http_reply_json(r, 200, o, hdr);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The LoRA names a request may use: *.safetensors files of --lora-dir. */
+static json_t *lora_names(const char *dir)
+{
+    json_t *a = json_array();
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d)
+        return a;
+    char *names[1024];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 1024) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] != '.' && len > 12 && len - 12 < SD_LORA_NAME_MAX &&
+            !strcmp(e->d_name + len - 12, ".safetensors") && (names[n] = strndup(e->d_name, len - 12)))
+            n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    for (int i = 0; i < n; i++) {
+        json_array_append_new(a, json_string(names[i]));
+        free(names[i]);
+    }
+    return a;
+}
+
+/* The models this server runs (one per process today) and the LoRAs
+ * requests may name. */
+enum MHD_Result api_models(struct server *srv, struct http_request *r)
+{
+    json_t *models = json_array();
+    if (srv->model) {
+        json_t *m = model_json(sd_model_get_info(srv->model));
+        json_object_set_new(m, "status", json_string("available"));
+        json_array_append_new(models, m);
+    }
+    return http_reply_json(r, 200, json_pack("{s:o,s:o}", "models", models, "loras", lora_names(srv->cfg.lora_dir)),
+                           NULL);
 }
 
 enum MHD_Result api_metrics(struct server *srv, struct http_request *r)

@@ -26,10 +26,20 @@ struct opt {
 #define F(field) offsetof(struct server_config, field)
 
 static const struct opt opts[] = {
-    {"--model", "DIFFUSIOND_MODEL", OPT_STR, F(model), 0, 0, "DIR",
-     "diffusers model folder (default: the repository's tiny test model)"},
+    {"--model", "DIFFUSIOND_MODEL", OPT_STR, F(model), 0, 0, "DIR|FILE",
+     "diffusers model folder, or a single-file checkpoint (.safetensors of SD 1.x, SD 2.x, SDXL) "
+     "(default: the repository's tiny test model)"},
     {"--variant", "DIFFUSIOND_VARIANT", OPT_STR, F(variant), 0, 0, "NAME",
      "weight file variant, e.g. fp16 for *.fp16.safetensors"},
+    {"--config", "DIFFUSIOND_CONFIG", OPT_STR, F(config), 0, 0, "DIR|NAME",
+     "single files: configs and tokenizers from a diffusers folder, or a bundled config (sd15 sd21 "
+     "sd21-base sd-turbo sdxl-base sdxl-turbo); default: detected from the file"},
+    {"--vae", "DIFFUSIOND_VAE", OPT_STR, F(vae), 0, 0, "DIR|FILE",
+     "use this VAE instead of the model's (a diffusers vae folder or a .safetensors file)"},
+    {"--prediction-type", "DIFFUSIOND_PREDICTION_TYPE", OPT_STR, F(prediction_type), 0, 0, "T",
+     "epsilon or v_prediction (default: the model's config; SD 2.x single files: v_prediction)"},
+    {"--lora-dir", "DIFFUSIOND_LORA_DIR", OPT_STR, F(lora_dir), 0, 0, "DIR",
+     "folder of LoRA files that requests may name (\"loras\", <lora:NAME:W>); default: none"},
     {"--threads", "DIFFUSIOND_THREADS", OPT_INT, F(threads), 0, 4096, "N",
      "compute threads for inference (0: all cores)"},
     {"--precision", "DIFFUSIOND_PRECISION", OPT_STR, F(precision), 0, 0, "P",
@@ -177,6 +187,9 @@ int config_load(struct server_config *c, int argc, char **argv,
     }
     if (sd_precision_from_name(c->precision) < 0)
         return sd_errf(err, SD_ERR_ARG, "--precision: expected fp32 or bf16, got '%s'", c->precision);
+    if (c->prediction_type && strcmp(c->prediction_type, "epsilon") && strcmp(c->prediction_type, "v_prediction"))
+        return sd_errf(err, SD_ERR_ARG, "--prediction-type: expected epsilon or v_prediction, got '%s'",
+                       c->prediction_type);
     if (c->plan_size % 8)
         return sd_errf(err, SD_ERR_ARG, "--plan-size: expected a multiple of 8, got %lld", c->plan_size);
     return SD_OK;

@@ -20,8 +20,12 @@
 #include "util/err.h"
 
 struct server_config {
-    const char *model;       /* diffusers folder; default: the repo's tiny model */
+    const char *model;       /* diffusers folder or single file; default: the repo's tiny model */
     const char *variant;     /* weight variant ("fp16") or NULL */
+    const char *config;      /* single files: configs folder or bundled name, or NULL */
+    const char *vae;         /* a VAE to use instead of the model's, or NULL */
+    const char *prediction_type; /* "epsilon", "v_prediction" or NULL (the config's) */
+    const char *lora_dir;    /* where LoRA names resolve, or NULL (no LoRAs) */
     long long threads;       /* engine compute threads, 0 = all cores */
     const char *precision;   /* "fp32" or "bf16" */
     long long plan_size;     /* image side the engine plans for, 0 = the model's default */

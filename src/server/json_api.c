@@ -376,6 +376,54 @@ static int json_media_type(const char *ct)
            (sn > 5 && !strncasecmp(sub + sn - 5, "+json", 5));
 }
 
+/* "loras": null, or up to SD_MAX_LORAS objects {"name": str, "weight": number = 1}. */
+static void check_loras(json_t *errs, json_t *v, struct gen_request *req)
+{
+    if (!v || json_is_null(v))
+        return;
+    if (!json_is_array(v)) {
+        add_error(errs, "list_type", "loras", "Input should be a valid list", v, NULL);
+        return;
+    }
+    if (json_array_size(v) > SD_MAX_LORAS) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "List should have at most %d items after validation, not %zu", SD_MAX_LORAS,
+                 json_array_size(v));
+        add_error(errs, "too_long", "loras", msg, v,
+                  json_pack("{s:s,s:i,s:i}", "field_type", "List", "max_length", SD_MAX_LORAS, "actual_length",
+                            (int)json_array_size(v)));
+        return;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        json_t *name = json_object_get(e, "name"), *w = json_object_get(e, "weight");
+        const char *s = json_string_value(name);
+        if (!json_is_object(e) || !s || !*s || strlen(s) >= SD_LORA_NAME_MAX) {
+            add_error(errs, "lora_type", "loras",
+                      "Input should be an object {\"name\": \"<LoRA file name>\", \"weight\": <number>}", e,
+                      NULL);
+            return;
+        }
+        double x = 1.0;
+        if (w && !json_is_null(w)) {
+            if (!json_is_number(w)) {
+                add_error(errs, "float_type", "loras", "Input should be a valid number", w, NULL);
+                return;
+            }
+            x = json_number_value(w);
+            if (!(fabs(x) <= SD_LORA_WEIGHT_MAX)) {
+                add_error(errs, "less_than_equal", "loras", "LoRA weight should be between -10 and 10", w, NULL);
+                return;
+            }
+        }
+        if (!(req->lora_names[req->n_loras] = strdup(s)))
+            return;
+        req->lora_weights[req->n_loras++] = x;
+    }
+}
+
 /* Validate every field of the object `body` into req. */
 static void check_fields(json_t *errs, json_t *body, const struct api_limits *lim,
                          struct gen_request *req)
@@ -389,8 +437,9 @@ static void check_fields(json_t *errs, json_t *body, const struct api_limits *li
     struct int_spec steps = {"num_inference_steps", 0, 50, 1, lim->max_steps, 0};
     if (check_int(errs, &steps, json_object_get(body, "num_inference_steps"), &v, &present))
         req->steps = (int)v;
-    check_float(errs, "guidance_scale", json_object_get(body, "guidance_scale"), 7.5, 0,
-                API_GUIDANCE_MAX, &req->guidance);
+    json_t *g = json_object_get(body, "guidance_scale");
+    req->has_guidance = g != NULL;
+    check_float(errs, "guidance_scale", g, 7.5, 0, API_GUIDANCE_MAX, &req->guidance);
     struct int_spec seed = {"seed", 1, 0, 1, 0, 0};
     if (check_int(errs, &seed, json_object_get(body, "seed"), &v, &present)) {
         req->has_seed = present;
@@ -407,6 +456,16 @@ static void check_fields(json_t *errs, json_t *body, const struct api_limits *li
     struct int_spec cs = {"clip_skip", 1, 0, 0, API_CLIP_SKIP_MAX, 0};
     if (check_int(errs, &cs, json_object_get(body, "clip_skip"), &v, &present))
         req->clip_skip = (int)v;
+    static const char *const micro[6] = {"original_width", "original_height", "crop_top", "crop_left",
+                                         "target_width", "target_height"};
+    int *mdst[6] = {&req->original_width, &req->original_height, &req->crop_top, &req->crop_left,
+                    &req->target_width, &req->target_height};
+    for (int i = 0; i < 6; i++) {
+        struct int_spec ms = {micro[i], 1, 0, 0, 16384, 0};
+        if (check_int(errs, &ms, json_object_get(body, micro[i]), &v, &present))
+            *mdst[i] = (int)v;
+    }
+    check_loras(errs, json_object_get(body, "loras"), req);
 }
 
 int api_parse_generate(const char *body, size_t len, const char *content_type,
@@ -464,6 +523,8 @@ void gen_request_free(struct gen_request *r)
 {
     free(r->prompt);
     free(r->negative_prompt);
+    for (int i = 0; i < r->n_loras; i++)
+        free(r->lora_names[i]);
     memset(r, 0, sizeof *r);
 }
 
@@ -482,6 +543,19 @@ json_t *gen_request_to_json(const struct gen_request *r)
                         json_string(sd_scheduler_name((enum sd_scheduler)r->scheduler)));
     json_object_set_new(o, "eta", json_real(r->eta));
     json_object_set_new(o, "clip_skip", r->clip_skip ? json_integer(r->clip_skip) : json_null());
+    const int micro[6] = {r->original_width, r->original_height, r->crop_top, r->crop_left, r->target_width,
+                          r->target_height};
+    static const char *const names[6] = {"original_width", "original_height", "crop_top", "crop_left",
+                                         "target_width", "target_height"};
+    for (int i = 0; i < 6; i++)
+        if (micro[i])
+            json_object_set_new(o, names[i], json_integer(micro[i]));
+    if (r->n_loras) {
+        json_t *a = json_array();
+        for (int i = 0; i < r->n_loras; i++)
+            json_array_append_new(a, json_pack("{s:s,s:f}", "name", r->lora_names[i], "weight", r->lora_weights[i]));
+        json_object_set_new(o, "loras", a);
+    }
     return o;
 }
 
@@ -503,7 +577,7 @@ int gen_request_from_text(const char *text, struct gen_request *r, struct sd_err
     return rc;
 }
 
-void gen_request_to_params(const struct gen_request *r, struct sd_params *p)
+void gen_request_to_params(struct gen_request *r, struct sd_params *p)
 {
     sd_params_default(p);
     p->prompt = r->prompt;
@@ -517,4 +591,11 @@ void gen_request_to_params(const struct gen_request *r, struct sd_params *p)
     p->scheduler = (enum sd_scheduler)r->scheduler;
     p->eta = (float)r->eta;
     p->clip_skip = r->clip_skip;
+    p->original_width = r->original_width, p->original_height = r->original_height;
+    p->crop_top = r->crop_top, p->crop_left = r->crop_left;
+    p->target_width = r->target_width, p->target_height = r->target_height;
+    for (int i = 0; i < r->n_loras; i++)
+        r->loras[i] = (struct sd_lora){r->lora_names[i], (float)r->lora_weights[i]};
+    p->loras = r->n_loras ? r->loras : NULL;
+    p->n_loras = r->n_loras;
 }

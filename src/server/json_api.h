@@ -37,12 +37,19 @@ struct gen_request {
     char *negative_prompt; /* owned; NULL when not given */
     int steps;
     double guidance;
+    int has_guidance;      /* 0: not given (the model's default, set at submission) */
     int has_seed;
     int64_t seed;
     int width, height;     /* 0: the model's default */
     int scheduler;         /* enum sd_scheduler */
     double eta;
     int clip_skip;
+    /* SDXL micro-conditioning, pixels; 0: the image's size / no crop */
+    int original_width, original_height, crop_top, crop_left, target_width, target_height;
+    int n_loras;
+    char *lora_names[SD_MAX_LORAS]; /* owned */
+    double lora_weights[SD_MAX_LORAS];
+    struct sd_lora loras[SD_MAX_LORAS]; /* gen_request_to_params' view */
 };
 
 /* Fixed bounds of /generate fields (the others are in api_limits). */
@@ -73,8 +80,8 @@ json_t *gen_request_to_json(const struct gen_request *r);
  * engine's limits); on failure err says why. */
 int gen_request_from_text(const char *text, struct gen_request *r, struct sd_err *err);
 
-/* The engine's view. The strings stay owned by r. */
-void gen_request_to_params(const struct gen_request *r, struct sd_params *p);
+/* The engine's view. The strings (and the LoRA list) stay owned by r. */
+void gen_request_to_params(struct gen_request *r, struct sd_params *p);
 
 /* One pydantic-style error object {"type", "loc": ["body", field?], "msg",
  * "input", "ctx"?}; input and ctx are borrowed (NULL: input null / no ctx). */

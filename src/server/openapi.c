@@ -37,6 +37,8 @@ static const struct op_doc ops[] = {
      {{"200", "Always 200 while the process serves."}}},
     {"get", "/openapi.json", "This document", "openapi", "application/json", "",
      {{"200", "OpenAPI 3.1 document."}}},
+    {"get", "/models", "The loaded model and the LoRAs requests may name", "models", "application/json",
+     "Models", {{"200", "Models and LoRAs."}}},
     {"get", "/metrics", "Prometheus metrics", "metrics", "text/plain", NULL,
      {{"200", "Prometheus text format 0.0.4."}}},
     {"post", "/generate", "Queue a text-to-image task", "generate", "application/json", "TaskResponse",
@@ -87,9 +89,21 @@ static const char schemas_json[] =
     "  \"finished_at\": {\"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]},"
     "  \"image_url\": {\"type\": \"string\"},"
     "  \"params\": {\"type\": \"object\", \"description\": \"The normalised request.\"}}},"
+    "\"ModelInfo\": {\"type\": \"object\", \"properties\": {"
+    "  \"name\": {\"type\": \"string\"}, \"family\": {\"enum\": [\"SD 1.x\", \"SD 2.x\", \"SDXL\"]},"
+    "  \"format\": {\"enum\": [\"diffusers\", \"single-file\"]},"
+    "  \"prediction_type\": {\"enum\": [\"epsilon\", \"v_prediction\"]},"
+    "  \"default_width\": {\"type\": \"integer\"}, \"default_height\": {\"type\": \"integer\"},"
+    "  \"default_guidance\": {\"type\": \"number\"}, \"scheduler\": {\"type\": \"string\"},"
+    "  \"precision\": {\"enum\": [\"fp32\", \"bf16\"]}, \"status\": {\"type\": \"string\"}}},"
+    "\"Models\": {\"type\": \"object\", \"properties\": {"
+    "  \"models\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/components/schemas/ModelInfo\"}},"
+    "  \"loras\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}}}},"
     "\"Health\": {\"type\": \"object\", \"required\": [\"status\", \"model_status\"], \"properties\": {"
     "  \"status\": {\"const\": \"ok\"}, \"model_status\": {\"enum\": [\"available\", \"unavailable\"]},"
-    "  \"model\": {\"type\": \"string\"}, \"model_error\": {\"type\": \"string\"}}},"
+    "  \"model\": {\"type\": \"string\"}, \"model_error\": {\"type\": \"string\"},"
+    "  \"model_info\": {\"$ref\": \"#/components/schemas/ModelInfo\"},"
+    "  \"cpu\": {\"type\": \"string\", \"description\": \"Kernel level in use and the CPU.\"}}},"
     "\"HTTPError\": {\"type\": \"object\", \"required\": [\"detail\"], \"properties\": {"
     "  \"detail\": {\"type\": \"string\"}}},"
     "\"ValidationError\": {\"type\": \"object\", \"required\": [\"type\", \"loc\", \"msg\"], \"properties\": {"
@@ -132,6 +146,25 @@ static json_t *request_schema(const struct api_limits *lim)
                         json_string("null: the model's default."));
     json_object_set_new(json_object_get(props, "scheduler"), "description",
                         json_string("null or default: the model's scheduler."));
+    json_object_set_new(json_object_get(props, "guidance_scale"), "description",
+                        json_string("Absent: the model's default (7.5 SD, 5.0 SDXL)."));
+    static const char *const micro[6] = {"original_width", "original_height", "crop_top", "crop_left",
+                                         "target_width", "target_height"};
+    for (int i = 0; i < 6; i++) {
+        json_t *m = nullable(json_pack("{s:s,s:i,s:i}", "type", "integer", "minimum", 0, "maximum", 16384));
+        json_object_set_new(m, "description", json_string("SDXL micro-conditioning (add_time_ids), pixels; "
+                                                          "null: the image size, crop 0."));
+        json_object_set_new(props, micro[i], m);
+    }
+    json_t *lora = json_pack("{s:s,s:[s],s:{s:{s:s,s:i},s:{s:s,s:f,s:f,s:f}}}", "type", "object", "required",
+                             "name", "properties", "name", "type", "string", "maxLength", SD_LORA_NAME_MAX - 1,
+                             "weight", "type", "number", "minimum", -(double)SD_LORA_WEIGHT_MAX, "maximum",
+                             (double)SD_LORA_WEIGHT_MAX, "default", 1.0);
+    json_t *loras = nullable(json_pack("{s:s,s:o,s:i}", "type", "array", "items", lora, "maxItems", SD_MAX_LORAS));
+    json_object_set_new(loras, "description",
+                        json_string("LoRA files of the server's --lora-dir (GET /models lists them), merged for "
+                                    "this task; <lora:NAME:WEIGHT> tags in the prompt work too."));
+    json_object_set_new(props, "loras", loras);
     return json_pack("{s:s,s:[s],s:o,s:s}", "type", "object", "required", "prompt", "properties", props,
                      "description", "Unknown fields are ignored. The limits are this server's.");
 }

@@ -14,6 +14,7 @@ const struct route routes[] = {
     {"GET",    "/",                            0,   0,   api_page},
     {"GET",    "/health",                      0,   0,   api_health},
     {"GET",    "/openapi.json",                0,   0,   api_openapi},
+    {"GET",    "/models",                      1,   0,   api_models},
     {"GET",    "/metrics",                     1,   0,   api_metrics},
     {"POST",   "/generate",                    1,   1,   api_generate},
     {"GET",    "/results/{task_id}",           1,   0,   api_result},

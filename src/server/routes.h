@@ -42,6 +42,7 @@ enum MHD_Result api_result_image(struct server *srv, struct http_request *r);
 enum MHD_Result api_result_events(struct server *srv, struct http_request *r);
 enum MHD_Result api_cancel(struct server *srv, struct http_request *r);
 enum MHD_Result api_health(struct server *srv, struct http_request *r);
+enum MHD_Result api_models(struct server *srv, struct http_request *r);
 enum MHD_Result api_metrics(struct server *srv, struct http_request *r);
 enum MHD_Result api_openapi(struct server *srv, struct http_request *r);
 enum MHD_Result api_page(struct server *srv, struct http_request *r);

@@ -103,7 +103,9 @@ static void janitor_stop(struct janitor *j)
 
 static void load_model(struct server *srv)
 {
-    struct sd_load_opts lo = {.dir = srv->cfg.model, .variant = srv->cfg.variant,
+    struct sd_load_opts lo = {.dir = srv->cfg.model, .variant = srv->cfg.variant, .config = srv->cfg.config,
+                              .vae = srv->cfg.vae, .prediction_type = srv->cfg.prediction_type,
+                              .lora_dir = srv->cfg.lora_dir,
                               .threads = (int)srv->cfg.threads,
                               .precision = sd_precision_from_name(srv->cfg.precision),
                               .width = (int)srv->cfg.plan_size, .height = (int)srv->cfg.plan_size};
@@ -116,8 +118,9 @@ static void load_model(struct server *srv)
         return;
     }
     const struct sd_model_info *in = sd_model_get_info(srv->model);
-    server_log("model %s loaded from %s in %.2f s (%s, weights %.0f MB)", in->name, srv->cfg.model,
-               now_mono() - t0, sd_precision_name(in->precision), in->weight_bytes / 1e6);
+    server_log("model %s loaded from %s in %.2f s (%s %s, %s, %dx%d, %s, weights %.0f MB)", in->name,
+               srv->cfg.model, now_mono() - t0, in->family, in->format, in->prediction_type, in->default_width,
+               in->default_height, sd_precision_name(in->precision), in->weight_bytes / 1e6);
     if (in->precision_note[0])
         server_log("%s", in->precision_note);
 }

@@ -485,11 +485,57 @@ def test_metrics_and_openapi():
     check(doc["openapi"].startswith("3."), doc["openapi"])
     want = {"/", "/health", "/openapi.json", "/metrics", "/generate", "/results/{task_id}",
             "/results/{task_id}/image", "/results/{task_id}/events",
-            "/results/{task_id}/cancel"}
+            "/results/{task_id}/cancel", "/models"}
     check(want == set(doc["paths"]), sorted(doc["paths"]))
     page = SHARED.get("/")
     check(page.status == 200 and b"<form" in page.body, page.status)
     check(page.header("Content-Type").startswith("text/html"), page.headers)
+
+
+def test_models_sdxl_single_file_loras():
+    """An SDXL single-file checkpoint served with its configs, a LoRA folder:
+    /health and /models describe it, requests name LoRAs (field or prompt
+    tag), SDXL's guidance default and micro-conditioning apply, a LoRA that
+    does not exist is a 422 at submission."""
+    loras = os.path.join(REPO, "tests", "data", "lora")
+    s = new_server("sdxl", ["--config", os.path.join(REPO, "tests", "data", "tiny-sdxl"),
+                            "--lora-dir", loras, "--rate-limit", "0"],
+                   model=os.path.join(REPO, "tests", "data", "single", "tiny-sdxl.safetensors"))
+    try:
+        h = s.get("/health").json()
+        info = h["model_info"]
+        check(info["family"] == "SDXL" and info["format"] == "single-file" and info["name"] == "tiny-sdxl", h)
+        check(info["prediction_type"] == "epsilon" and info["default_guidance"] == 5.0, info)
+        check(info["default_width"] == 128 and "kernels" in h["cpu"], h)
+        m = s.get("/models").json()
+        check([x["family"] for x in m["models"]] == ["SDXL"], m)
+        check("tiny-sdxl-style" in m["loras"] and "tiny-sd1-detail" in m["loras"], m["loras"])
+        base = {"prompt": "a lighthouse", "num_inference_steps": 2, "seed": 5, "width": 64, "height": 64}
+        t0 = s.submit(base)
+        r0 = s.wait_status(t0, "completed")
+        check(r0["params"]["guidance_scale"] == 5.0, r0["params"])   # the SDXL default
+        t1 = s.submit(dict(base, loras=[{"name": "tiny-sdxl-style", "weight": 0.8}]))
+        t2 = s.submit(dict(base, prompt="<lora:tiny-sdxl-style:0.8>a lighthouse"))
+        t3 = s.submit(dict(base, original_width=512, original_height=512, crop_top=32))
+        r1, r2, r3 = (s.wait_status(t, "completed") for t in (t1, t2, t3))
+        check(r1["params"]["loras"] == [{"name": "tiny-sdxl-style", "weight": 0.8}], r1["params"])
+        px = [png_decode(base64.b64decode(r["image_base64"]))[3] for r in (r0, r1, r2, r3)]
+        check(px[1] != px[0] and px[1] == px[2], "LoRA field and prompt tag give the same image")
+        check(px[3] != px[0], "micro-conditioning changes the image")
+        for bad, what in (([{"name": "nope"}], "not found"), ([{"name": "../x"}], "not valid"),
+                          ([{"name": "tiny-sd1-detail"}], "another model")):
+            r = s.post("/generate", dict(base, loras=bad))
+            if r.status == 202:  # a LoRA for another model is found out when it is merged
+                res = s.wait_status(r.json()["task_id"], ("failed", "completed"))
+                check(res["status"] == "failed" and what in res["error_message"], res)
+            else:
+                check(r.status == 422 and what in json.dumps(r.json()), (r.status, r.body))
+        r = s.post("/generate", dict(base, loras=[{"name": "tiny-sdxl-style", "weight": 99}]))
+        check(r.status == 422, r.status)
+        r = s.post("/generate", dict(base, loras="tiny-sdxl-style"))
+        check(r.status == 422 and r.json()["detail"][0]["loc"] == ["body", "loras"], r.body)
+    finally:
+        s.stop()
 
 
 def test_access_log():
