@@ -14,6 +14,8 @@ here; they are run as they are. Writes:
     tests/data/single/tiny-sd1.safetensors   SD 1.x layout, F32 (from tests/data/tiny-sd1)
     tests/data/single/tiny-sd2.safetensors   SD 2.x layout (OpenCLIP text encoder), F16
     tests/data/single/tiny-sdxl.safetensors  SDXL layout (conditioner.embedders.*), F16
+    tests/data/single/tiny-sd2.ckpt          the SD 2.x one as the script writes .ckpt files
+                                             (torch.save({"state_dict": ...}))
     tests/data/ref/single-<name>.safetensors from_single_file(file, config=<folder>)
                                              images and latents for some of the folder's
                                              cases, each checked equal to the folder's
@@ -163,6 +165,11 @@ def main():
             save_file(sdict, path)
             os.chmod(path, 0o644)
             log(f"{name}: {len(sdict)} tensors, {os.path.getsize(path)} B")
+            if name == "tiny-sd2":  # and as the script writes a .ckpt (torch.save zip + pickle)
+                ckpt = os.path.join(out_dir, name + ".ckpt")
+                torch.save({"state_dict": sdict}, ckpt)
+                os.chmod(ckpt, 0o644)
+                log(f"{name}.ckpt: {os.path.getsize(ckpt)} B")
             refs(name, cls, path, folder, cases, log)
 
 

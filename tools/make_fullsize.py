@@ -8,7 +8,7 @@ layout with safetensors. They compute and time exactly like the real
 checkpoints; the images are noise. Used by tools/fullsize_check.py (parity)
 and bench/ (speed). Needs torch, diffusers, transformers (pip).
 
-    python3 tools/make_fullsize.py [--out ~/.cache/diffusiond] [sd15] [sd21base]
+    python3 tools/make_fullsize.py [--out ~/.cache/diffusiond] [sd15] [sd21base] [sdxl] [sdxl-turbo]
 
 Each model takes about 4.4 GB on disk and a minute or two to build; existing
 folders are kept.
@@ -20,6 +20,7 @@ import shutil
 import sys
 
 import torch
+from safetensors.torch import save_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(REPO, "data", "tokenizers", "clip")
@@ -63,9 +64,69 @@ MODELS = {
 }
 
 
-def build(name, out):
+def build_sdxl(name, out):
+    """SDXL base from the bundled standard config (data/configs/sdxl-base),
+    weights saved in F16 (as the released fp16 variant; both engines upcast
+    them for fp32 runs); "sdxl-turbo" is the same networks with SDXL-Turbo's
+    config (512 px, EulerAncestral "trailing"), linked."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfgdir = os.path.join(REPO, "data", "configs", name)
+    d = os.path.join(out, name)
+    if os.path.exists(os.path.join(d, "model_index.json")):
+        print(f"{d}: exists")
+        return d
+    if name == "sdxl-turbo":
+        base = build_sdxl("sdxl", out)
+        os.makedirs(d)
+        for comp in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae"):
+            os.symlink(os.path.join(base, comp), os.path.join(d, comp))
+        os.makedirs(os.path.join(d, "unet"))
+        os.symlink(os.path.join(base, "unet", "diffusion_pytorch_model.safetensors"),
+                   os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))
+        for f in ("unet/config.json", "scheduler/scheduler_config.json", "model_index.json"):
+            os.makedirs(os.path.dirname(os.path.join(d, f)), exist_ok=True)
+            shutil.copy(os.path.join(cfgdir, f), os.path.join(d, f))
+        return d
+    cfgdir = os.path.join(REPO, "data", "configs", "sdxl-base")
+    tmp = d + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    torch.manual_seed(1024)
+    load = lambda comp: {k: v for k, v in json.load(open(os.path.join(cfgdir, comp, "config.json"))).items()
+                         if not k.startswith("_")}
+    for comp, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        if not os.path.exists(os.path.join(tmp, comp, "diffusion_pytorch_model.safetensors")):
+            print(f"{name}: {comp}", flush=True)
+            cls(**load(comp)).half().save_pretrained(os.path.join(tmp, comp))
+    for comp, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
+        if os.path.exists(os.path.join(tmp, comp, "model.safetensors")):
+            continue
+        print(f"{name}: {comp}", flush=True)
+        c = load(comp)
+        arch = c.pop("architectures")
+        cfg = CLIPTextConfig(**c)
+        cfg.architectures = arch
+        m = cls(cfg).half()
+        os.makedirs(os.path.join(tmp, comp), exist_ok=True)
+        cfg.save_pretrained(os.path.join(tmp, comp))
+        sd = {k if k.startswith("text_model.") or k.startswith("text_projection") else "text_model." + k:
+              v.contiguous() for k, v in m.state_dict().items() if "position_ids" not in k}
+        save_file(sd, os.path.join(tmp, comp, "model.safetensors"), metadata={"format": "pt"})
+    for f in ("scheduler/scheduler_config.json", "model_index.json"):
+        os.makedirs(os.path.dirname(os.path.join(tmp, f)), exist_ok=True)
+        shutil.copy(os.path.join(cfgdir, f), os.path.join(tmp, f))
+    for tok in ("tokenizer", "tokenizer_2"):
+        shutil.copytree(os.path.realpath(os.path.join(cfgdir, tok)), os.path.join(tmp, tok), dirs_exist_ok=True)
+    os.rename(tmp, d)
+    print(f"{d}: done")
+    return d
+
+
+def build(name, out):
+    if name.startswith("sdxl"):
+        return build_sdxl(name, out)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     spec = MODELS[name]
@@ -130,7 +191,7 @@ def main():
     ap.add_argument("models", nargs="*", default=list(MODELS))
     a = ap.parse_args()
     for m in a.models:
-        if m not in MODELS:
+        if m not in MODELS and m not in ("sdxl", "sdxl-turbo"):
             sys.exit(f"unknown model {m}; known: {', '.join(MODELS)}")
         build(m, a.out)
 

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "model/model.h"
+#include "model/pytorch.h"
 #include "tensor/cpu.h"
 #include "util/paths.h"
 
@@ -108,15 +109,14 @@ static int single_open(struct sd_single *s, const char *path, struct sd_err *err
 {
     memset(s, 0, sizeof *s);
     size_t n = strlen(path);
-    if ((n > 5 && !strcmp(path + n - 5, ".ckpt")) || (n > 3 && !strcmp(path + n - 3, ".pt")) ||
-        (n > 4 && !strcmp(path + n - 4, ".pth")) || (n > 4 && !strcmp(path + n - 4, ".bin")))
-        return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: PyTorch pickle checkpoints are not supported; convert "
-                       "it to .safetensors (e.g. with safetensors' convert tool or a WebUI's model "
-                       "converter)", path);
-    int rc = st_open(&s->file, path, err);
+    long global_step = -1;
+    int pickle = (n > 5 && !strcmp(path + n - 5, ".ckpt")) || (n > 3 && !strcmp(path + n - 3, ".pt")) ||
+                 (n > 4 && !strcmp(path + n - 4, ".pth")) || (n > 4 && !strcmp(path + n - 4, ".bin"));
+    int rc = pickle ? pt_open(&s->file, path, &global_step, err) : st_open(&s->file, path, err);
     if (rc)
         return rc;
     ckpt_detect(s->file, &s->info);
+    s->info.global_step = global_step;
     s->used = calloc(st_count(s->file) ? st_count(s->file) : 1, 1);
     if (!s->used)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");

@@ -398,6 +398,65 @@ int st_parse_header(struct st_file **out, const uint8_t *buf, size_t len, const 
     return SD_OK;
 }
 
+int st_from_mapping(struct st_file **out, const char *label, void *map, size_t map_len,
+                    const struct st_tensor *ts, int n, const char *const *meta_kv, struct sd_err *err)
+{
+    *out = NULL;
+    struct st_file *f = file_new(label);
+    if (!f)
+        return sd_errf(err, SD_ERR_NOMEM, "%s: out of memory", label);
+    size_t pool = 1;
+    int nmeta = 0;
+    for (int i = 0; i < n; i++)
+        pool += strlen(ts[i].name) + 1;
+    for (int i = 0; meta_kv && meta_kv[i]; i++, nmeta++)
+        pool += strlen(meta_kv[i]) + 1;
+    nmeta /= 2;
+    f->t = calloc(n ? n : 1, sizeof *f->t);
+    f->pool = malloc(pool);
+    f->meta = calloc(2 * nmeta + 1, sizeof *f->meta);
+    int rc = SD_OK;
+    if (!f->t || !f->pool || !f->meta)
+        rc = sd_errf(err, SD_ERR_NOMEM, "%s: out of memory", label);
+    char *p = f->pool;
+    const uint8_t *lo = map, *hi = lo + map_len;
+    for (int i = 0; !rc && i < n; i++) {
+        const struct st_tensor *t = &ts[i];
+        if (t->ndim < 0 || t->ndim > ST_MAX_DIMS || (unsigned)t->dtype >= ST_NDTYPES ||
+            (t->nbytes && (t->data < lo || t->data > hi || t->nbytes > (size_t)(hi - t->data)))) {
+            rc = sd_errf(err, SD_ERR_FORMAT, "%s: tensor '%.200s' lies outside the file", label, t->name);
+            break;
+        }
+        f->t[f->n] = *t;
+        size_t l = strlen(t->name) + 1;
+        f->t[f->n].name = memcpy(p, t->name, l);
+        p += l;
+        f->n++;
+    }
+    for (int i = 0; !rc && i < 2 * nmeta; i++) {
+        size_t l = strlen(meta_kv[i]) + 1;
+        f->meta[i] = memcpy(p, meta_kv[i], l);
+        p += l;
+    }
+    f->nmeta = nmeta;
+    if (!rc) {
+        qsort(f->t, f->n, sizeof *f->t, cmp_name);
+        for (int i = 1; i < f->n && !rc; i++)
+            if (!strcmp(f->t[i - 1].name, f->t[i].name))
+                rc = sd_errf(err, SD_ERR_FORMAT, "%s: tensor '%.200s' appears twice", label, f->t[i].name);
+    }
+    if (rc) {
+        st_close(f);
+        return rc;
+    }
+    f->map = map;
+    f->map_len = map_len;
+    f->data = map;
+    f->data_len = map_len;
+    *out = f;
+    return SD_OK;
+}
+
 int st_open(struct st_file **out, const char *path, struct sd_err *err)
 {
     *out = NULL;

@@ -102,6 +102,14 @@ int st_parse(struct st_file **out, const uint8_t *buf, size_t len,
 int st_parse_header(struct st_file **out, const uint8_t *buf, size_t len, const char *label,
                     struct sd_err *err);
 
+/* An st_file over tensors that already lie in a read-only mapping (a
+ * PyTorch zip checkpoint's storages, pytorch.h): takes ownership of map
+ * (unmapped by st_close) and copies the descriptors and names of ts[0..n).
+ * Each tensor must lie inside the mapping; names must be unique (tensors may
+ * share bytes: views of one storage). meta_kv as for st_write. */
+int st_from_mapping(struct st_file **out, const char *label, void *map, size_t map_len,
+                    const struct st_tensor *ts, int n, const char *const *meta_kv, struct sd_err *err);
+
 /* Unmap / release everything. NULL is fine. */
 void st_close(struct st_file *f);
 

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "model/pytorch.h"
 #include "model/safetensors.h"
 
 static int file_exists(const char *path)
@@ -28,12 +29,20 @@ int weights_open(struct weights *w, const char *dir, const char *component, cons
         snprintf(w->path, sizeof w->path, "%s/%s/%s.safetensors", dir, component, base);
     if (!file_exists(w->path)) {
         /* Say what is there instead, if anything useful. */
-        snprintf(alt, sizeof alt, "%s/%s/%s.bin", dir, component, base);
-        if (file_exists(alt))
-            return w->status = sd_errf(err, SD_ERR_UNSUPPORTED,
-                                       "%s: PyTorch pickle weights are not supported; convert them to "
-                                       "safetensors (e.g. diffusers' save_pretrained(..., "
-                                       "safe_serialization=True))", alt);
+        /* older folders: pytorch_model.bin / diffusion_pytorch_model.bin
+         * (torch.save zip files, read without running them: pytorch.h) */
+        const char *pre = strcmp(base, "model") ? "" : "pytorch_";
+        if (variant && *variant)
+            snprintf(alt, sizeof alt, "%s/%s/%s%s.%s.bin", dir, component, pre, base, variant);
+        else
+            snprintf(alt, sizeof alt, "%s/%s/%s%s.bin", dir, component, pre, base);
+        if (file_exists(alt)) {
+            long step;
+            snprintf(w->path, sizeof w->path, "%s", alt);
+            w->status = pt_open(&w->own_file, alt, &step, err);
+            w->file = w->own_file;
+            return w->status;
+        }
         snprintf(alt, sizeof alt, "%s/%s/%s.safetensors.index.json", dir, component, base);
         if (file_exists(alt))
             return w->status = sd_errf(err, SD_ERR_UNSUPPORTED,

@@ -68,7 +68,7 @@ struct weights {
     struct st_file *own_file; /* file when this struct opened it */
     weights_map_fn map;
     const void *map_ctx;
-    char path[1024];
+    char path[1100];
     float **owned;      /* converted tensors */
     int n_owned, cap_owned;
     int n_used;         /* tensors handed out */

@@ -89,7 +89,7 @@ expect_err "unwritable output" 1 "$tmp/nodir/x.png" -- gen --prompt x --output "
 # 5. broken model folders: one line naming the file, exit 1
 broken() { rm -rf "$tmp/m"; cp -r "$MODEL" "$tmp/m"; }
 broken; rm "$tmp/m/unet/diffusion_pytorch_model.safetensors"; touch "$tmp/m/unet/diffusion_pytorch_model.bin"
-expect_err "bin weights" 1 "diffusion_pytorch_model.bin: PyTorch pickle weights are not supported; convert" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+expect_err "bin weights" 1 "diffusion_pytorch_model.bin: not a PyTorch checkpoint" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
 broken; truncate -s 5000 "$tmp/m/unet/diffusion_pytorch_model.safetensors"
 expect_err "truncated safetensors" 1 "unet/diffusion_pytorch_model.safetensors" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
 broken; printf 'garbage' > "$tmp/m/vae/diffusion_pytorch_model.safetensors"
@@ -102,6 +102,10 @@ broken; sed -i 's/PNDMScheduler/FancyScheduler/' "$tmp/m/scheduler/scheduler_con
 expect_err "unknown scheduler class" 1 "FancyScheduler" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
 broken; sed -i 's/"AutoencoderKL"/"AutoencoderTiny"/' "$tmp/m/model_index.json"
 expect_err "unknown vae class" 1 "AutoencoderTiny" -- gen --model "$tmp/m" --prompt x --output "$tmp/x.png"
+printf 'Mposix\nsystem\n' > "$tmp/evil.ckpt"
+expect_err "ckpt that is not a zip" 1 "evil.ckpt: not a PyTorch checkpoint" -- gen --model "$tmp/evil.ckpt" --prompt x --output "$tmp/x.png"
+"$BIN" generate --model tests/data/single/tiny-sd2.ckpt --config tests/data/tiny-sd2 --steps 2 --quiet --prompt x \
+    --output "$tmp/ck.png" && ok "a .ckpt checkpoint" || fail "a .ckpt checkpoint"
 expect_err "not a model folder" 1 "model_index.json: missing" -- gen --model "$tmp" --prompt x --output "$tmp/x.png"
 expect_err "missing variant" 1 "variant \"fp16\" not found" -- gen --variant fp16 --prompt x --output "$tmp/x.png"
 

@@ -21,6 +21,7 @@
 #include "fuzz_safetensors.c"
 #include "fuzz_http_request.c"
 #include "fuzz_tokenizer.c"
+#include "fuzz_pickle.c"
 
 static const struct {
     const char *name;   /* corpus subdirectory */
@@ -30,6 +31,7 @@ static const struct {
     {"safetensors", fuzz_safetensors},
     {"http_request", fuzz_http_request},
     {"tokenizer", fuzz_tokenizer},
+    {"pickle", fuzz_pickle},
 };
 
 #endif
