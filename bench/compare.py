@@ -48,6 +48,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "a photo of an astronaut riding a horse on mars"
 SEED = 42
 GUIDANCE = 7.5
+# Models whose pipeline settings differ from SD's (Euler at GUIDANCE, --steps):
+# SDXL at its default guidance with its own scheduler (Euler), SDXL-Turbo at
+# 4 steps without guidance (EulerAncestral, "trailing").
+MODEL_SETTINGS = {"sdxl": {"guidance": 5.0, "scheduler": None},
+                  "sdxl-turbo": {"guidance": 0.0, "steps": 4, "scheduler": None}}
+
+
+def settings(model, a):
+    """(guidance, steps, diffusiond scheduler or None) for a model folder."""
+    s = MODEL_SETTINGS.get(os.path.basename(model.rstrip("/")), {})
+    return s.get("guidance", GUIDANCE), s.get("steps", a.steps), s.get("scheduler", "euler")
 # FLOP counts quoted in the issue (GFLOP per image); ours are counted from the
 # configs by bench/flops.py and are the ones used for GFLOP/s.
 ISSUE_GFLOP = {256: {"unet": 189, "vae": 626}, 512: {"unet": 935, "vae": 2555}}
@@ -221,13 +232,14 @@ def run_diffusiond(model, size, prec, a):
              vae_s=grab(r"^vae decode\s+([\d.]+) s", c.out),
              load_s=grab(r"^load\s+([\d.]+) s", c.out), phases_rss=c.rss)
     imgs, walls, rss = [], [], 0
+    guidance, steps, sched = settings(model, a)
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.images):
             c = run_child([os.path.join(REPO, "build", "diffusiond"), "generate", "--model", model,
                            "--prompt", PROMPT, "--width", str(size), "--height", str(size),
-                           "--steps", str(a.steps), "--guidance", str(GUIDANCE), "--seed", str(SEED + i),
-                           "--scheduler", "euler", "--threads", str(a.threads),
-                           "--output", os.path.join(tmp, "out.png")] + pflag, env=env, timeout=a.timeout)
+                           "--steps", str(steps), "--guidance", str(guidance), "--seed", str(SEED + i),
+                           "--threads", str(a.threads), "--output", os.path.join(tmp, "out.png")] +
+                          (["--scheduler", sched] if sched else []) + pflag, env=env, timeout=a.timeout)
             if c.rc:
                 return dict(r, error="generate: " + c.error())
             sec = grab(r", ([\d.]+) s$", c.err)  # its summary line: "...seed S, 12.34 s"
@@ -240,8 +252,9 @@ def run_diffusiond(model, size, prec, a):
 
 
 def run_diffusers(model, size, prec, a):
+    guidance, steps, _ = settings(model, a)
     c = run_child([sys.executable, os.path.join(REPO, "bench", "diffusers_bench.py"), "--model", model,
-                   "--size", str(size), "--steps", str(a.steps), "--repeat", str(a.repeat),
+                   "--size", str(size), "--steps", str(steps), "--guidance", str(guidance), "--repeat", str(a.repeat),
                    "--images", str(a.images), "--precision", prec, "--threads", str(a.threads),
                    "--seed", str(SEED)], timeout=a.timeout)
     if c.rc:
@@ -287,6 +300,8 @@ def sdcpp_parse(text, steps):
 
 def run_sdcpp(model, size, prec, a):
     r = {"stack": "sd.cpp"}
+    if os.path.basename(model.rstrip("/")) in MODEL_SETTINGS:
+        return dict(r, error="not run for SDXL models here")
     if prec not in SDCPP_TYPE:
         return dict(r, error=f"no sd.cpp weight type for {prec}")
     rows = []
@@ -477,7 +492,7 @@ def main():
                         r = runners[st](model, s, prec, a)
                     except Exception as e:  # a broken stack must not end the run
                         r = {"stack": st, "error": f"{type(e).__name__}: {e}"}
-                    r.update(model=m, size=s, precision=prec, steps=a.steps,
+                    r.update(model=m, size=s, precision=prec, steps=settings(model, a)[1],
                              commit=info.get("diffusiond_commit"), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
                              other_load=LOAD["others"] / LOAD["wall"] if LOAD["wall"] else None)
                     add_rates(r, fl[(m, s)], peak)

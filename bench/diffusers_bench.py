@@ -53,13 +53,18 @@ def main():
     a = ap.parse_args()
 
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     torch.set_num_threads(a.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
-    t_load, pipe = timed(lambda: StableDiffusionPipeline.from_pretrained(
-        a.model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False))
-    if a.scheduler == "euler":
+    xl = json.load(open(os.path.join(a.model, "model_index.json")))["_class_name"] == "StableDiffusionXLPipeline"
+    if xl:
+        t_load, pipe = timed(lambda: StableDiffusionXLPipeline.from_pretrained(
+            a.model, torch_dtype=dtype, add_watermarker=False))
+    else:
+        t_load, pipe = timed(lambda: StableDiffusionPipeline.from_pretrained(
+            a.model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False))
+    if a.scheduler == "euler" and not xl:  # SDXL's own scheduler is Euler already (Turbo: EulerAncestral)
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     print(f"diffusers {a.model} {a.size}x{a.size} {a.precision}: loaded in {t_load:.1f} s "
@@ -75,9 +80,17 @@ def main():
     te, un, va = [], [], []
     with torch.inference_mode():
         for r in range(a.repeat + 1):  # round 0 warms up (allocator, oneDNN primitive caches)
-            dt, (ctx, neg) = timed(lambda: pipe.encode_prompt(PROMPT, "cpu", 1, True, negative_prompt=""))
+            if xl:
+                dt, (ctx, neg, pooled, npooled) = timed(lambda: pipe.encode_prompt(
+                    PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True,
+                    negative_prompt=""))
+                added = {"text_embeds": torch.cat([npooled, pooled]),
+                         "time_ids": torch.tensor([[a.size, a.size, 0, 0, a.size, a.size]] * 2, dtype=dtype)}
+            else:
+                dt, (ctx, neg) = timed(lambda: pipe.encode_prompt(PROMPT, "cpu", 1, True, negative_prompt=""))
+                added = None
             ctx2 = torch.cat([neg, ctx])
-            du, _ = timed(lambda: pipe.unet(x, t, encoder_hidden_states=ctx2).sample)
+            du, _ = timed(lambda: pipe.unet(x, t, encoder_hidden_states=ctx2, added_cond_kwargs=added).sample)
             dv, _ = timed(lambda: pipe.vae.decode(x[:1] / pipe.vae.config.scaling_factor).sample)
             if r:
                 te.append(dt), un.append(du), va.append(dv)

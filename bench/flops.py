@@ -27,14 +27,14 @@ def _resnet(cin, cout, h, w, temb=0):
     return m
 
 
-def _transformer(c, h, w, ctx_len, ctx_dim):
-    """Transformer2DModel with one BasicTransformerBlock (SD1/SD2 layout)."""
+def _transformer(c, h, w, ctx_len, ctx_dim, depth=1):
+    """Transformer2DModel with `depth` BasicTransformerBlocks (SD1/SD2: 1)."""
     n = h * w
     m = 2 * n * c * c                       # proj_in + proj_out (1x1 conv or linear)
-    m += 4 * n * c * c + 2 * n * n * c      # self-attention: q,k,v,out + QK^T, AV
-    m += 2 * n * c * c + 2 * ctx_len * ctx_dim * c + 2 * n * ctx_len * c  # cross-attention
-    m += n * c * 8 * c + n * 4 * c * c      # GEGLU feed-forward: c -> 2x4c, 4c -> c
-    return m
+    b = 4 * n * c * c + 2 * n * n * c       # self-attention: q,k,v,out + QK^T, AV
+    b += 2 * n * c * c + 2 * ctx_len * ctx_dim * c + 2 * n * ctx_len * c  # cross-attention
+    b += n * c * 8 * c + n * 4 * c * c      # GEGLU feed-forward: c -> 2x4c, 4c -> c
+    return m + depth * b
 
 
 def unet_macs(cfg, h, w, ctx_len=77):
@@ -43,8 +43,12 @@ def unet_macs(cfg, h, w, ctx_len=77):
     lpb = cfg["layers_per_block"]
     ctx_dim = cfg["cross_attention_dim"]
     temb = ch[0] * 4
+    depth = cfg.get("transformer_layers_per_block") or 1
+    depth = depth if isinstance(depth, list) else [depth] * len(ch)
     m = _conv(cfg["in_channels"], ch[0], 3, h, w)
     m += ch[0] * temb + temb * temb          # time embedding MLP
+    if cfg.get("addition_embed_type") == "text_time":  # SDXL add_embedding MLP
+        m += cfg["projection_class_embeddings_input_dim"] * temb + temb * temb
     skips = [ch[0]]
     c = ch[0]
     for i, kind in enumerate(cfg["down_block_types"]):
@@ -52,20 +56,20 @@ def unet_macs(cfg, h, w, ctx_len=77):
             m += _resnet(c, ch[i], h, w, temb)
             c = ch[i]
             if kind.startswith("CrossAttn"):
-                m += _transformer(c, h, w, ctx_len, ctx_dim)
+                m += _transformer(c, h, w, ctx_len, ctx_dim, depth[i])
             skips.append(c)
         if i < len(ch) - 1:                  # downsampler: 3x3 stride-2 conv
             h, w = (h + 1) // 2, (w + 1) // 2
             m += _conv(c, c, 3, h, w)
             skips.append(c)
-    m += 2 * _resnet(c, c, h, w, temb) + _transformer(c, h, w, ctx_len, ctx_dim)  # mid block
+    m += 2 * _resnet(c, c, h, w, temb) + _transformer(c, h, w, ctx_len, ctx_dim, depth[-1])  # mid block
     rev = list(reversed(ch))
     for i, kind in enumerate(cfg["up_block_types"]):
         for _ in range(lpb + 1):
             m += _resnet(c + skips.pop(), rev[i], h, w, temb)
             c = rev[i]
             if kind.startswith("CrossAttn"):
-                m += _transformer(c, h, w, ctx_len, ctx_dim)
+                m += _transformer(c, h, w, ctx_len, ctx_dim, depth[len(ch) - 1 - i])
         if i < len(ch) - 1:                  # upsampler: nearest x2 then 3x3 conv
             h, w = h * 2, w * 2
             m += _conv(c, c, 3, h, w)
@@ -107,7 +111,8 @@ def model_flops(model_dir, size):
     return {
         "unet": 2 * unet_macs(cfg("unet"), lat, lat) / 1e9,
         "vae": 2 * vae_decoder_macs(cfg("vae"), lat, lat) / 1e9,
-        "text": 2 * clip_text_macs(cfg("text_encoder")) / 1e9,
+        "text": 2 * (clip_text_macs(cfg("text_encoder")) + (clip_text_macs(cfg("text_encoder_2"))
+                     if os.path.exists(os.path.join(model_dir, "text_encoder_2")) else 0)) / 1e9,
     }
 
 

@@ -24,6 +24,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include "model/clip.h"
 #include "model/safetensors.h"
@@ -73,8 +74,13 @@ static int cmd_unet(const char *model, const char *variant, const char *in, cons
         return die(&err);
     int B = ts->shape[0], C = ts->shape[1], h = ts->shape[2], w = ts->shape[3], T = tc->shape[1];
     float *out = malloc(ts->numel * sizeof(float));
+    /* SDXL: the added conditioning comes in the input file too */
+    struct unet_cond cond = {0};
+    const struct st_tensor *tmp;
+    if (st_find(f, "text_embeds"))
+        cond.text_embeds = tensor_f32(f, "text_embeds", &tmp), cond.time_ids = tensor_f32(f, "time_ids", &tmp);
     double t0 = now_s();
-    if (unet_forward(&u, sample, t[0], ctx, T, NULL, out, B, h, w, &err))
+    if (unet_forward(&u, sample, t[0], ctx, T, u.cfg.addition_time_embed_dim ? &cond : NULL, out, B, h, w, &err))
         return die(&err);
     fprintf(stderr, "unet forward %dx%dx%dx%d: %.2f s\n", B, C, h, w, now_s() - t0);
     struct st_tensor o = {.name = "out", .dtype = ST_F32, .ndim = 4,
@@ -117,16 +123,27 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
                     const struct nn_backend *be)
 {
     struct sd_err err;
-    struct clip c;
+    struct clip c, c2 = {0};
     struct unet u;
     struct vae v;
     double t0 = now_s();
-    if (clip_load(&c, model, variant, be, &err) || vae_load(&v, model, variant, be, (long)size * size, &err) ||
+    char idx[1200];
+    snprintf(idx, sizeof idx, "%s/text_encoder_2/config.json", model);
+    int xl = access(idx, F_OK) == 0; /* SDXL: a second text encoder, the VAE in float32 */
+    struct weights_src src2;
+    weights_src_folder(&src2, model, "text_encoder_2", "model", variant);
+    if (clip_load(&c, model, variant, be, &err) || (xl && clip_load_src(&c2, &src2, be, &err)) ||
+        vae_load(&v, model, variant, xl ? &nn_backend_cpu : be, (long)size * size, &err) ||
         unet_load(&u, model, variant, be, (long)size * size / ((long)v.scale_factor * v.scale_factor), &err))
         return die(&err);
     printf("load            %8.2f s   (%s, weights %.0f MB)\n", now_s() - t0, be->name,
-           (weights_resident(&c.w) + weights_resident(&u.w) + weights_resident(&v.w)) / 1e6);
-    int T = c.cfg.max_positions, D = c.cfg.hidden, f = v.scale_factor, h = size / f, w = size / f;
+           (weights_resident(&c.w) + weights_resident(&c2.w) + weights_resident(&u.w) + weights_resident(&v.w)) / 1e6);
+    int T = c.cfg.max_positions, D = u.cfg.cross_attention_dim, f = v.scale_factor, h = size / f, w = size / f;
+    float *te = calloc(2 * 4096, sizeof(float)), ti[12] = {(float)size, (float)size, 0, 0, (float)size, (float)size,
+                                                          (float)size, (float)size, 0, 0, (float)size, (float)size};
+    struct unet_cond cond = {.text_embeds = te, .time_ids = ti};
+    float *h2 = xl ? calloc((size_t)T * (c2.cfg.hidden > c.cfg.hidden ? c2.cfg.hidden : c.cfg.hidden), sizeof(float))
+                   : NULL;
     int32_t ids[77];
     for (int i = 0; i < 77; i++)
         ids[i] = i < T ? (i * 7919) % c.cfg.vocab_size : 0;
@@ -141,11 +158,16 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     for (int r = 0; r < repeat + 1; r++) { /* first round plans and warms up */
         nn_prof.enabled = profile && r == repeat;
         double a = now_s();
-        if (clip_encode(&c, ids, T, 0, ctx, &err) || clip_encode(&c, ids, T, 0, ctx + (size_t)T * D, &err))
+        if (xl) { /* prompt and negative, both encoders (the layout of ctx does not matter here) */
+            for (int k = 0; k < 2; k++)
+                if (clip_encode_hidden(&c, ids, T, 0, h2, NULL, &err) ||
+                    clip_encode_hidden(&c2, ids, T, 0, h2, te + k * c2.cfg.projection_dim, &err))
+                    return die(&err);
+        } else if (clip_encode(&c, ids, T, 0, ctx, &err) || clip_encode(&c, ids, T, 0, ctx + (size_t)T * D, &err))
             return die(&err);
         double b = now_s();
         profile_print("text encoder", b - a);
-        if (unet_forward(&u, x, 500.0f, ctx, T, NULL, y, 2, h, w, &err))
+        if (unet_forward(&u, x, 500.0f, ctx, T, xl ? &cond : NULL, y, 2, h, w, &err))
             return die(&err);
         double d = now_s();
         profile_print("unet", d - b);
@@ -169,9 +191,10 @@ static int cmd_time(const char *model, const char *variant, int size, int repeat
     printf("peak rss        %8.0f MB  (weight copies for other layouts: %.0f MB)\n", peak_rss_mb(),
            onednn_extra_weight_bytes / 1e6);
     clip_free(&c);
+    clip_free(&c2);
     unet_free(&u);
     vae_free(&v);
-    free(ctx), free(x), free(y), free(img);
+    free(ctx), free(x), free(y), free(img), free(te), free(h2);
     return 0;
 }
 

@@ -2,15 +2,21 @@
 """Full-size parity check against diffusers (outside CI).
 
 For each full-size random-weight model made by tools/make_fullsize.py:
-  1. one UNet forward (batch 2, 256x256 -> 32x32 latents, t=981) through
-     `build/sdbench unet` and through diffusers, compared;
-  2. one 256x256, 4-step PNDM generation with guidance 7.5 through
-     `build/diffusiond generate` and through StableDiffusionPipeline (float32,
-     CPU generator with the same seed), images compared.
+  1. one UNet forward (batch 2, 256x256 -> 32x32 latents, t=981; SDXL with
+     its added conditioning) through `build/sdbench unet` and through
+     diffusers, compared;
+  2. one 256x256, 4-step generation (the model's scheduler; guidance 7.5,
+     SDXL 5.0) through `build/diffusiond generate` and through diffusers'
+     pipeline (float32, CPU generator with the same seed), images compared;
+  3. with --single DIFFUSERS_SRC: the folder converted to a single file by
+     diffusers' own conversion script, loaded by diffusiond with no --config
+     (the family detected, its bundled standard config), must give the
+     folder's image byte for byte.
 
-    python3 tools/fullsize_check.py [--cache ~/.cache/diffusiond] [sd15] [sd21base]
+    python3 tools/fullsize_check.py [--cache ~/.cache/diffusiond] [--single PATH] [sd15] [sd21base] [sdxl]
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +34,7 @@ def unet_check(model, tmp, cache):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file, save_file
 
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(model, "unet")).eval()
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(model, "unet"), torch_dtype=torch.float32).eval()
     g = torch.Generator("cpu").manual_seed(0)
     d = unet.config.cross_attention_dim
     inp = {
@@ -36,11 +42,18 @@ def unet_check(model, tmp, cache):
         "timestep": torch.tensor([981.0]),
         "context": torch.randn(2, 77, d, generator=g),
     }
+    added = None
+    if unet.config.addition_embed_type == "text_time":
+        p = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        inp["text_embeds"] = torch.randn(2, p, generator=g)
+        inp["time_ids"] = torch.tensor([[256.0, 256.0, 0.0, 0.0, 256.0, 256.0], [1024.0, 768.0, 64.0, 0.0, 256.0, 256.0]])
+        added = {"text_embeds": inp["text_embeds"], "time_ids": inp["time_ids"]}
     path_in, path_out = os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")
     save_file(inp, path_in)
     t0 = time.time()
     with torch.inference_mode():
-        ref = unet(inp["sample"], inp["timestep"], encoder_hidden_states=inp["context"]).sample
+        ref = unet(inp["sample"], inp["timestep"], encoder_hidden_states=inp["context"],
+                   added_cond_kwargs=added).sample
     t_ref = time.time() - t0
     t0 = time.time()
     subprocess.run([os.path.join(REPO, "build", "sdbench"), "unet", "--model", model, "--in", path_in,
@@ -55,14 +68,18 @@ def unet_check(model, tmp, cache):
 
 
 def generate_check(model, tmp):
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from PIL import Image
 
-    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32,
-                                                   safety_checker=None)
+    xl = os.path.exists(os.path.join(model, "text_encoder_2"))
+    if xl:
+        pipe = StableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch.float32, add_watermarker=False)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32, safety_checker=None)
+    guidance = 5.0 if xl else 7.5
     pipe.set_progress_bar_config(disable=True)
     t0 = time.time()
-    ref = pipe(PROMPT, height=256, width=256, num_inference_steps=4, guidance_scale=7.5,
+    ref = pipe(PROMPT, height=256, width=256, num_inference_steps=4, guidance_scale=guidance,
                generator=torch.Generator("cpu").manual_seed(42)).images[0]
     t_ref = time.time() - t0
     ref = np.asarray(ref).astype(np.int32)
@@ -70,20 +87,52 @@ def generate_check(model, tmp):
     t0 = time.time()
     subprocess.run([os.path.join(REPO, "build", "diffusiond"), "generate", "--model", model,
                     "--prompt", PROMPT, "--width", "256", "--height", "256", "--steps", "4",
-                    "--guidance", "7.5", "--seed", "42", "--output", out], check=True)
+                    "--guidance", str(guidance), "--seed", "42", "--output", out], check=True)
     t_ours = time.time() - t0
     ours = np.asarray(Image.open(out).convert("RGB")).astype(np.int32)
     d = np.abs(ours - ref)
     same = (d == 0).mean()
-    print(f"  generate 256x256, 4 steps PNDM, cfg 7.5, seed 42: identical bytes {100 * same:.3f}%, "
+    print(f"  generate 256x256, 4 steps, cfg {guidance}, seed 42: identical bytes {100 * same:.3f}%, "
           f"max level diff {d.max()}, mean abs diff {d.mean():.4f}  "
           f"(diffusers {t_ref:.1f} s, diffusiond {t_ours:.1f} s incl. load)")
-    return same, d.max()
+    return same, d.max(), out
+
+
+def single_check(model, tmp, src, folder_png):
+    """The folder as a single file (diffusers' script), no --config."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import gen_single_file as gsf
+    xl = os.path.exists(os.path.join(model, "text_encoder_2"))
+    mod = gsf.load_script(src, gsf.SCRIPTS["sdxl" if xl else "sd"], tmp)
+    if xl:
+        sd = gsf.convert_sdxl(mod, model)
+    else:
+        openclip = json.load(open(os.path.join(model, "text_encoder", "config.json")))["hidden_size"] == 1024
+        sd = gsf.convert_sd(mod, model, None, openclip)
+    from safetensors.torch import save_file
+    path = os.path.join(tmp, os.path.basename(model) + ".safetensors")
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    del sd
+    out = os.path.join(tmp, "single.png")
+    extra = ["--prediction-type", "epsilon"] if "sd21" in model else []  # an SD 2.x file: v unless told
+    p = subprocess.run([os.path.join(REPO, "build", "diffusiond"), "generate", "--model", path, "--prompt", PROMPT,
+                        "--width", "256", "--height", "256", "--steps", "4", "--guidance", "5.0" if xl else "7.5",
+                        "--seed", "42", "--scheduler", "pndm" if not xl else "euler", "--output", out] + extra,
+                       capture_output=True, text=True)
+    print("  single file " + (p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""))
+    from PIL import Image
+    a = np.asarray(Image.open(out).convert("RGB")) if p.returncode == 0 else None
+    b = np.asarray(Image.open(folder_png).convert("RGB"))
+    same = a is not None and np.array_equal(a, b)
+    print(f"  single file (no --config, {os.path.getsize(path) / 1e9:.2f} GB): "
+          f"{'same image as the folder' if same else 'DIFFERS from the folder'}")
+    return same
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/diffusiond"))
+    ap.add_argument("--single", metavar="DIFFUSERS_SRC", help="also check the single-file conversion")
     ap.add_argument("models", nargs="*", default=["sd15", "sd21base"])
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count())
@@ -96,8 +145,9 @@ def main():
         print(m)
         with tempfile.TemporaryDirectory() as tmp:
             rel = unet_check(model, tmp, a.cache)
-            same, lvl = generate_check(model, tmp)
-        ok &= rel <= 1e-4 and same >= 0.999 and lvl <= 1
+            same, lvl, png = generate_check(model, tmp)
+            single = single_check(model, tmp, a.single, png) if a.single else True
+        ok &= rel <= 1e-4 and same >= 0.999 and lvl <= 1 and single
     print("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 
