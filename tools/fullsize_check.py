@@ -16,6 +16,7 @@ For each full-size random-weight model made by tools/make_fullsize.py:
     python3 tools/fullsize_check.py [--cache ~/.cache/diffusiond] [--single PATH] [sd15] [sd21base] [sdxl]
 """
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -55,6 +56,8 @@ def unet_check(model, tmp, cache):
         ref = unet(inp["sample"], inp["timestep"], encoder_hidden_states=inp["context"],
                    added_cond_kwargs=added).sample
     t_ref = time.time() - t0
+    del unet  # SDXL in float32 twice would not fit in 24 GB
+    gc.collect()
     t0 = time.time()
     subprocess.run([os.path.join(REPO, "build", "sdbench"), "unet", "--model", model, "--in", path_in,
                     "--out", path_out], check=True)
@@ -67,22 +70,34 @@ def unet_check(model, tmp, cache):
     return diff / max(scale, 1)
 
 
-def generate_check(model, tmp):
+def diffusers_image(model, out):
+    """The reference image, in this process (run as a child: SDXL in float32
+    in two processes at once would not fit in 24 GB)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-    from PIL import Image
 
     xl = os.path.exists(os.path.join(model, "text_encoder_2"))
     if xl:
         pipe = StableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch.float32, add_watermarker=False)
     else:
         pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32, safety_checker=None)
-    guidance = 5.0 if xl else 7.5
     pipe.set_progress_bar_config(disable=True)
     t0 = time.time()
-    ref = pipe(PROMPT, height=256, width=256, num_inference_steps=4, guidance_scale=guidance,
+    img = pipe(PROMPT, height=256, width=256, num_inference_steps=4, guidance_scale=5.0 if xl else 7.5,
                generator=torch.Generator("cpu").manual_seed(42)).images[0]
-    t_ref = time.time() - t0
-    ref = np.asarray(ref).astype(np.int32)
+    img.save(out)
+    print(f"{time.time() - t0:.1f}")
+
+
+def generate_check(model, tmp):
+    from PIL import Image
+
+    xl = os.path.exists(os.path.join(model, "text_encoder_2"))
+    guidance = 5.0 if xl else 7.5
+    ref_png = os.path.join(tmp, "ref.png")
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--diffusers-image", model, ref_png],
+                       check=True, stdout=subprocess.PIPE, text=True)
+    t_ref = float(p.stdout.strip().splitlines()[-1])
+    ref = np.asarray(Image.open(ref_png).convert("RGB")).astype(np.int32)
     out = os.path.join(tmp, "ours.png")
     t0 = time.time()
     subprocess.run([os.path.join(REPO, "build", "diffusiond"), "generate", "--model", model,
@@ -133,9 +148,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/diffusiond"))
     ap.add_argument("--single", metavar="DIFFUSERS_SRC", help="also check the single-file conversion")
+    ap.add_argument("--diffusers-image", nargs=2, metavar=("MODEL", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("models", nargs="*", default=["sd15", "sd21base"])
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count())
+    if a.diffusers_image:
+        return diffusers_image(*a.diffusers_image)
     ok = True
     for m in a.models:
         model = os.path.join(a.cache, m)

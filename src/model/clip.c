@@ -36,7 +36,9 @@ int clip_load_src(struct clip *c, const struct weights_src *src, const struct nn
     const char *pre = weights_has(w, "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
     char n[192];
     snprintf(n, sizeof n, "%sembeddings.token_embedding.weight", pre);
-    c->tok_emb = weights_get(w, n, 2, g->vocab_size, H);
+    /* 49408 rows of which a prompt reads 77: kept as the file has them
+     * (half the memory for F16 files), converted row by row */
+    weights_get_raw(w, n, &c->tok_emb, 2, g->vocab_size, H);
     snprintf(n, sizeof n, "%sembeddings.position_embedding.weight", pre);
     c->pos_emb = weights_get(w, n, 2, g->max_positions, H);
     c->layers = calloc(g->layers, sizeof *c->layers);
@@ -63,6 +65,21 @@ int clip_load_src(struct clip *c, const struct weights_src *src, const struct nn
     return weights_status(w);
 }
 
+/* row[0..H) = row id of an F32/F16/BF16 table (exact conversions). */
+static void embedding_row(const struct st_tensor *t, int id, int H, float *row)
+{
+    const uint8_t *p = t->data + (size_t)id * H * st_dtype_size(t->dtype);
+    for (int i = 0; i < H; i++) {
+        if (t->dtype == ST_F32)
+            memcpy(&row[i], p + 4 * (size_t)i, 4);
+        else {
+            uint16_t h;
+            memcpy(&h, p + 2 * (size_t)i, 2);
+            row[i] = t->dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
+        }
+    }
+}
+
 /* What a pass computes: n_layers layers; `keep` gets the raw output of
  * layer keep_after (1-based; 0: none); `out` the final LayerNorm of the
  * last layer run (NULL: not wanted); `pooled` the projection of that
@@ -84,9 +101,12 @@ static void clip_run(struct clip *c, const int32_t *ids, int T, const struct cli
     float *qkv = nn_alloc(nn, 3 * TH);
     float *mlp = nn_alloc(nn, (size_t)T * g->intermediate);
     if (!nn_measuring(nn))
-        for (int t = 0; t < T; t++)
+        for (int t = 0; t < T; t++) {
+            float *row = x + (size_t)t * H;
+            embedding_row(&c->tok_emb, ids[t], H, row);
             for (int i = 0; i < H; i++)
-                x[(size_t)t * H + i] = c->tok_emb[(size_t)ids[t] * H + i] + c->pos_emb[(size_t)t * H + i];
+                row[i] += c->pos_emb[(size_t)t * H + i];
+        }
     enum nn_act act = g->act == CLIP_GELU ? NN_GELU : NN_QUICK_GELU;
     for (int li = 0; li < n_layers; li++) {
         struct clip_layer *l = &c->layers[li];

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "model/config.h"
+#include "model/safetensors.h"
 #include "model/weights.h"
 #include "tensor/nn.h"
 
@@ -25,7 +26,7 @@ struct clip_layer {
 struct clip {
     struct clip_config cfg;
     struct weights w;
-    const float *tok_emb;        /* [vocab, H] */
+    struct st_tensor tok_emb;    /* [vocab, H] as the file holds it (rows converted as read) */
     const float *pos_emb;        /* [max_positions, H] */
     struct clip_layer *layers;   /* cfg.layers */
     struct nn_norm final_ln;

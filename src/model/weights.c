@@ -249,6 +249,48 @@ void weights_drop(struct weights *w, const float *p, size_t n)
     w->dropped += n * sizeof(float);
 }
 
+int weights_get_raw(struct weights *w, const char *name, struct st_tensor *out, int ndim, ...)
+{
+    if (w->status)
+        return 0;
+    int64_t want[ST_MAX_DIMS];
+    va_list ap;
+    va_start(ap, ndim);
+    for (int i = 0; i < ndim && i < ST_MAX_DIMS; i++)
+        want[i] = va_arg(ap, int);
+    va_end(ap);
+    int transpose;
+    const struct st_tensor *t = lookup(w, name, out, &transpose);
+    if (!t) {
+        fail(w, SD_ERR_FORMAT, "missing tensor '%s'", name);
+        return 0;
+    }
+    int same = t->ndim == ndim && !transpose;
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == want[i];
+    if (!same) {
+        char a[128], b[128];
+        shape_str(a, sizeof a, t->ndim, t->shape);
+        shape_str(b, sizeof b, ndim, want);
+        if (w->map && t->name && strcmp(t->name, name))
+            fail(w, SD_ERR_FORMAT, "tensor '%s' (%s) has shape %s but the config implies %s", t->name, name,
+                 a, b);
+        else
+            fail(w, SD_ERR_FORMAT, "tensor '%s' has shape %s but the config implies %s", name, a, b);
+        return 0;
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+        fail(w, SD_ERR_UNSUPPORTED, "tensor '%s' has dtype %s (supported: F32, F16, BF16)", name,
+             st_dtype_name(t->dtype));
+        return 0;
+    }
+    if (t != out)
+        *out = *t;
+    w->n_used++;
+    w->used += t->nbytes;
+    return 1;
+}
+
 void weights_add_layer(struct weights *w, const char *name, const char *tensor, int conv, void *layer, int row0,
                        int rows, int cols)
 {

@@ -116,6 +116,12 @@ static inline size_t weights_resident(const struct weights *w)
  * NULL if a part is NULL or on error (sticky, `name` in the message). */
 const float *weights_stack(struct weights *w, const float *const *parts, int n, size_t each,
                            const char *name);
+/* The tensor `name` as the file holds it (F32, F16 or BF16; a view into
+ * the mapping, not converted, not copied), with the given dims, for tables
+ * read a few rows at a time (the token embedding): a half-precision file
+ * keeps them in half precision. Sticky errors as weights_get; 0 on error. */
+int weights_get_raw(struct weights *w, const char *name, struct st_tensor *out, int ndim, ...);
+
 /* Record a loaded layer (blocks.c does it for every layer it loads). */
 void weights_add_layer(struct weights *w, const char *name, const char *tensor, int conv, void *layer, int row0,
                        int rows, int cols);
