@@ -162,7 +162,32 @@ struct sd_params {
      * encoded, as A1111 does). At most SD_MAX_LORAS in all. */
     const struct sd_lora *loras;
     int n_loras;
+    /* Image-to-image (StableDiffusionImg2ImgPipeline): an init image, 8-bit
+     * RGB rows of init_width x init_height pixels, resized (PIL Lanczos) to
+     * the output size, which defaults to its own size rounded down to a
+     * multiple of 8; strength 0..1 (0.8 when 0 is given) is how much of the
+     * schedule runs. NULL: text-to-image. */
+    const uint8_t *init_image;
+    int init_width, init_height;
+    float strength;
+    /* Inpainting (StableDiffusionInpaintPipeline; needs init_image): an
+     * 8-bit gray mask (mask_channels 1) or RGB one (3, turned to gray as PIL
+     * does), any size (resized to the output), >= 128 = repaint. A
+     * 9-channel inpainting UNet gets mask and masked image; an ordinary one
+     * blends the init image's latents into the unmasked area at every step.
+     * NULL: none. */
+    const uint8_t *mask;
+    int mask_width, mask_height, mask_channels;
+    /* Several images at once (out is an array of n_images). One generator
+     * seeded with seed draws for the whole batch, as diffusers' pipelines
+     * do for num_images_per_prompt; with seed_per_image, image k has its
+     * own generator seeded with seed + k (A1111's batches). 0 means 1. */
+    int n_images;
+    int seed_per_image;
 };
+
+#define SD_MAX_IMAGES 16       /* per sd_generate call */
+#define SD_MAX_INPUT_PIXELS (4096 * 4096) /* init image and mask */
 
 void sd_params_default(struct sd_params *p);
 
@@ -213,7 +238,9 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
 const struct sd_model_info *sd_model_get_info(const sd_model *m);
 void sd_model_free(sd_model *m);
 
-/* Generate one image. cb may be NULL. On success *out owns the pixels. */
+/* Generate p->n_images images (one when 0) into out[0..n). cb may be NULL.
+ * On success each out[k] owns its pixels (out[k].seed: the seed that
+ * reproduces it alone, or the batch's with one generator). */
 int sd_generate(sd_model *m, const struct sd_params *p, const struct sd_callbacks *cb,
                 struct sd_image *out, struct sd_err *err);
 void sd_image_free(struct sd_image *img);
@@ -223,8 +250,8 @@ void sd_image_free(struct sd_image *img);
 #define SD_PROMPT_CACHE 64
 void sd_prompt_cache_stats(const sd_model *m, long *hits, long *misses);
 
-/* The final latents [c, h, w] (NCHW, before VAE scaling) of the last
- * successful sd_generate on m; for tests and diagnostics. NULL if none. */
+/* The final latents [n_images, c, h, w] (NCHW, before VAE scaling) of the
+ * last successful sd_generate on m; for tests and diagnostics. NULL if none. */
 const float *sd_last_latents(const sd_model *m, int *c, int *h, int *w);
 
 /* Encode img as an 8-bit RGB PNG with a tEXt "parameters" chunk in the A1111

@@ -84,6 +84,15 @@ FAMILIES = {
                   [(CLIP_L, "CLIPTextModel", "clip"),
                    (OPEN_CLIP_BIGG, "CLIPTextModelWithProjection", "openclip")],
                   SDXL_EULER, "StableDiffusionXLPipeline"),
+    # inpainting UNets read latents + mask + masked image latents (9 channels)
+    "sd15-inpainting": (dict(SD_UNET, in_channels=9), VAE, [(CLIP_L, "CLIPTextModel", "clip")], PNDM,
+                        "StableDiffusionInpaintPipeline"),
+    "sd2-inpainting": (dict(SD2_UNET, in_channels=9), dict(VAE, sample_size=768),
+                       [(OPEN_CLIP_H, "CLIPTextModel", "openclip")], PNDM, "StableDiffusionInpaintPipeline"),
+    "sdxl-inpainting": (dict(SDXL_UNET, in_channels=9), SDXL_VAE,
+                        [(CLIP_L, "CLIPTextModel", "clip"),
+                         (OPEN_CLIP_BIGG, "CLIPTextModelWithProjection", "openclip")],
+                        SDXL_EULER, "StableDiffusionXLInpaintPipeline"),
     "sdxl-turbo": (dict(SDXL_UNET, sample_size=64), dict(SDXL_VAE, sample_size=512),
                    [(CLIP_L, "CLIPTextModel", "clip"),
                     (OPEN_CLIP_BIGG, "CLIPTextModelWithProjection", "openclip")],
@@ -114,7 +123,7 @@ def main():
         dump(os.path.join(d, "vae", "config.json"), model_config(AutoencoderKL, vae))
         index = {"_class_name": pipeline, "scheduler": ["diffusers", sched["_class_name"]],
                  "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}
-        if pipeline == "StableDiffusionXLPipeline":
+        if pipeline.startswith("StableDiffusionXL"):
             index["force_zeros_for_empty_prompt"] = True
         else:
             index.update(requires_safety_checker=False, safety_checker=[None, None],

@@ -202,11 +202,10 @@ int ckpt_check_runnable(const char *path, const struct ckpt_info *in, struct sd_
         return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: %s %s checkpoint: not supported (diffusiond runs "
                        "SD 1.x, SD 2.x and SDXL)", path, article(fam), fam);
     }
-    if (in->unet_in != 4)
-        return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: an %s %s checkpoint (UNet with %d input channels): "
-                       "not supported by the text-to-image pipeline", path,
-                       in->unet_in == 9 ? "inpainting" : in->unet_in == 8 ? "instruct-pix2pix" : "unusual",
-                       fam, in->unet_in);
+    if (in->unet_in != 4 && in->unet_in != 9) /* 9: inpainting UNets, which the inpainting pipeline runs */
+        return sd_errf(err, SD_ERR_UNSUPPORTED, "%s: %s %s %s checkpoint (UNet with %d input channels): not "
+                       "supported", path, in->unet_in == 8 ? "an" : "a",
+                       in->unet_in == 8 ? "instruct-pix2pix" : "unusual", fam, in->unet_in);
     for (int i = 0; i < in->n_te; i++)
         if (in->te_kind[i] == CKPT_TE_NONE)
             return sd_errf(err, SD_ERR_FORMAT, "%s: %s %s checkpoint without its %stext encoder", path, article(fam), fam,

@@ -69,11 +69,14 @@ static int check_model_index(const char *dir, enum sd_arch *arch, int *force_zer
     const char *pipe = json_string_value(json_object_get(root, "_class_name"));
     *arch = SD_ARCH_SD;
     *force_zeros = 0;
-    if (pipe && !strcmp(pipe, "StableDiffusionXLPipeline")) {
+    /* the image-to-image and inpainting pipelines' folders hold the same parts */
+    if (pipe && (!strcmp(pipe, "StableDiffusionXLPipeline") || !strcmp(pipe, "StableDiffusionXLImg2ImgPipeline") ||
+                 !strcmp(pipe, "StableDiffusionXLInpaintPipeline"))) {
         *arch = SD_ARCH_SDXL;
         json_t *fz = json_object_get(root, "force_zeros_for_empty_prompt");
         *force_zeros = !fz || json_is_true(fz); /* the pipeline's default: true */
-    } else if (pipe && strcmp(pipe, "StableDiffusionPipeline"))
+    } else if (pipe && strcmp(pipe, "StableDiffusionPipeline") && strcmp(pipe, "StableDiffusionImg2ImgPipeline") &&
+               strcmp(pipe, "StableDiffusionInpaintPipeline"))
         rc = sd_errf(err, SD_ERR_UNSUPPORTED, "%s: pipeline class \"%s\" is not supported "
                      "(StableDiffusionPipeline and StableDiffusionXLPipeline are)", path, pipe);
     for (size_t i = 0; !rc && i < sizeof want / sizeof want[0]; i++) {
@@ -135,13 +138,15 @@ static const char *standard_config(const struct ckpt_info *in, const char *predi
 {
     switch (in->family) {
     case CKPT_SD1:
-        return "sd15";
+        return in->unet_in == 9 ? "sd15-inpainting" : "sd15";
     case CKPT_SD2:
         /* diffusers: a 2.x single file is v-prediction (stable-diffusion-2-1,
          * 768 px) unless it says otherwise; epsilon means the 512 px base. */
+        if (in->unet_in == 9)
+            return "sd2-inpainting";
         return prediction && !strcmp(prediction, "epsilon") ? "sd21-base" : "sd21";
     case CKPT_SDXL:
-        return "sdxl-base";
+        return in->unet_in == 9 ? "sdxl-inpainting" : "sdxl-base";
     default:
         return NULL;
     }
@@ -416,8 +421,9 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
         rc = sd_errf(err, SD_ERR_FORMAT, "%s: a tokenizer knows more tokens than its text encoder", cdir);
         goto fail;
     }
-    if (ctx_dim != uc->cross_attention_dim || uc->in_channels != m->vae.cfg.latent_channels ||
-        uc->out_channels != m->vae.cfg.latent_channels) {
+    int lc = m->vae.cfg.latent_channels; /* inpainting UNets: latents + mask + masked image latents */
+    if (ctx_dim != uc->cross_attention_dim || (uc->in_channels != lc && uc->in_channels != 2 * lc + 1) ||
+        uc->out_channels != lc) {
         rc = sd_errf(err, SD_ERR_FORMAT, "%s: components do not fit together (text encoder width %d, "
                      "UNet cross-attention %d, UNet channels %d/%d, VAE latent channels %d)", o->dir, ctx_dim,
                      uc->cross_attention_dim, uc->in_channels, uc->out_channels, m->vae.cfg.latent_channels);

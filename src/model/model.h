@@ -50,13 +50,13 @@ struct sd_model {
     int ctx_dim;                   /* conditioning width (SDXL: both encoders) */
     int pooled_dim;                /* SDXL pooled text embedding, else 0 */
     struct arena arena;            /* activations of all the networks */
-    /* Pipeline buffers, sized for buf_h x buf_w latents. */
-    int buf_h, buf_w;
-    float *ctx;       /* [2, T, ctx_dim]: uncond, cond */
-    float *pooled;    /* [2, pooled_dim] (SDXL) */
-    float *latents;   /* [C, h, w] */
-    float *unet_in;   /* [2, C, h, w] */
-    float *unet_out;  /* [2, C, h, w] */
+    /* Pipeline buffers, sized for buf_n images of buf_h x buf_w latents. */
+    int buf_h, buf_w, buf_n;
+    float *ctx;       /* [2N, T, ctx_dim]: uncond x N, cond x N */
+    float *pooled;    /* [2N, pooled_dim] (SDXL) */
+    float *latents;   /* [N, C, h, w] */
+    float *unet_in;   /* [2N, unet in_channels, h, w] */
+    float *unet_out;  /* [2N, C, h, w] */
     float *image;     /* [H, W, 3] decoder output */
     int have_latents; /* latents hold the last generation's result */
 };

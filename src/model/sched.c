@@ -210,15 +210,53 @@ void sched_free(struct sched *s)
     free(s);
 }
 
+int sched_start(struct sched *s, int t_start, struct sd_err *err)
+{
+    SD_ASSERT(s->calls == 0);
+    if (t_start < 0 || t_start >= s->len)
+        return sd_errf(err, SD_ERR_ARG, "no denoising step left (strength too low for %d steps)", s->steps);
+    s->start = t_start;
+    return SD_OK;
+}
+
+void sched_set_generators(struct sched *s, struct torch_gen **gens, int n)
+{
+    SD_ASSERT(n >= 1 && s->numel % (size_t)n == 0);
+    s->gens = gens;
+    s->n_gens = n;
+}
+
+void sched_add_noise(const struct sched *s, int i, const float *orig, const float *noise, float *out, size_t n)
+{
+    int idx = s->start + i;
+    SD_ASSERT(i >= 0 && idx < s->len);
+    enum sched_kind k = s->cfg.kind;
+    if (k == SCHED_EULER || k == SCHED_EULER_A) {
+        float sigma = s->sigmas[s->begin + idx];
+        for (size_t j = 0; j < n; j++)
+            out[j] = orig[j] + noise[j] * sigma;
+    } else if (k == SCHED_DPMPP_2M) {
+        float sigma = s->sigmas[s->begin + idx];
+        float alpha_t = 1.0f / sqrtf(sigma * sigma + 1.0f), sigma_t = sigma * alpha_t;
+        for (size_t j = 0; j < n; j++)
+            out[j] = alpha_t * orig[j] + sigma_t * noise[j];
+    } else {
+        float a = sched_ac(s, s->tint[idx]);
+        float sa = sqrtf(a), sb = sqrtf(1.0f - a);
+        for (size_t j = 0; j < n; j++)
+            out[j] = sa * orig[j] + sb * noise[j];
+    }
+}
+
 int sched_num_timesteps(const struct sched *s)
 {
-    return s->len;
+    return s->len - s->start;
 }
 
 float sched_timestep(const struct sched *s, int i)
 {
-    SD_ASSERT(i >= 0 && i < s->len);
-    return s->ts[i];
+    SD_ASSERT(i >= 0 && s->start + i < s->len);
+    return s->ts[s->start + i];
 }
 
 int sched_num_sigmas(const struct sched *s)
@@ -240,13 +278,13 @@ float sched_init_noise_sigma(const struct sched *s)
 void sched_scale_model_input(const struct sched *s, int i, const float *x, float *out,
                              size_t n)
 {
-    SD_ASSERT(i >= 0 && i < s->len);
+    SD_ASSERT(i >= 0 && s->start + i < s->len);
     if (s->cfg.kind != SCHED_EULER && s->cfg.kind != SCHED_EULER_A) {
         if (out != x)
             memmove(out, x, n * sizeof *x);
         return;
     }
-    float sigma = s->sigmas[s->begin + i];
+    float sigma = s->sigmas[s->begin + s->start + i];
     float d = sqrtf(sigma * sigma + 1.0f);
     for (size_t k = 0; k < n; k++)
         out[k] = x[k] / d;
@@ -255,7 +293,10 @@ void sched_scale_model_input(const struct sched *s, int i, const float *x, float
 void sched_step(struct sched *s, int i, const float *model_out, float *x,
                 struct torch_gen *gen, float eta)
 {
-    SD_ASSERT(i == s->calls && i < s->len);
-    families[s->cfg.kind]->step(s, i, model_out, x, gen, eta);
+    SD_ASSERT(i == s->calls && s->start + i < s->len);
+    /* the families index their tables with the full schedule's index; their
+     * own counters (PLMS, DPM's lower orders) start afresh, as diffusers'
+     * do on a cut schedule */
+    families[s->cfg.kind]->step(s, s->start + i, model_out, x, gen, eta);
     s->calls++;
 }

@@ -188,6 +188,25 @@ int sched_new(struct sched **out, const struct sched_config *c, int num_inferenc
               size_t numel, struct sd_err *err);
 void sched_free(struct sched *s);
 
+/* Image-to-image: run only timesteps[t_start:] (diffusers' get_timesteps
+ * with set_begin_index(t_start * order); every class here has order 1).
+ * Loop index 0 is then timesteps[t_start]; call before the first step.
+ * SD_ERR_ARG when no timestep would be left. */
+int sched_start(struct sched *s, int t_start, struct sd_err *err);
+
+/* The batch entries' own generators (n of them, dividing numel): the
+ * steps that draw noise draw each entry's part from its generator, as
+ * diffusers does when the pipeline gets a list of generators. The array
+ * must outlive the scheduler. */
+void sched_set_generators(struct sched *s, struct torch_gen **gens, int n);
+
+/* out = scheduler.add_noise(orig, noise, timesteps[i]) for loop index i
+ * (after sched_start's cut): alphas (sqrt(ac) x + sqrt(1 - ac) noise) or
+ * sigmas (x + sigma noise; DPM: alpha_t x + sigma_t noise) as the class
+ * does it. out may alias orig. */
+void sched_add_noise(const struct sched *s, int i, const float *orig, const float *noise, float *out,
+                     size_t n);
+
 /* Loop length: len(scheduler.timesteps); n + 1 for PNDM (n >= 2). */
 int sched_num_timesteps(const struct sched *s);
 /* scheduler.timesteps[i], the value the UNet gets at loop index i. */

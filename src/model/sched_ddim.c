@@ -60,8 +60,8 @@ static void ddim_step(struct sched *s, int i, const float *mo, float *x, struct 
         x[k] = sap * x0 + dir * pe;
     }
     if (eta > 0) {
-        SD_ASSERT(gen);
-        tgen_randn(gen, s->noise, n);
+        SD_ASSERT(gen || s->n_gens);
+        sched_randn(s, gen, s->noise);
         for (size_t k = 0; k < n; k++)
             x[k] = x[k] + std * s->noise[k];
     }

@@ -164,8 +164,8 @@ static void euler_a_step(struct sched *s, int i, const float *mo, float *x,
         x[k] = x[k] + d * dt;
     }
     /* a new normal sample every step, even the last one (sigma_up = 0) */
-    SD_ASSERT(gen);
-    tgen_randn(gen, s->noise, s->numel);
+    SD_ASSERT(gen || s->n_gens);
+    sched_randn(s, gen, s->noise);
     for (size_t k = 0; k < s->numel; k++)
         x[k] = x[k] + s->noise[k] * up;
 }

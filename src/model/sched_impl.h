@@ -38,6 +38,9 @@ struct sched {
     int nsigmas;
     float init_noise_sigma;
     int begin;                 /* step index at loop index 0 */
+    int start;                 /* sched_start: loop index 0 is timesteps[start] (image-to-image) */
+    struct torch_gen **gens;   /* sched_set_generators: one per batch entry, or NULL */
+    int n_gens;
 
     size_t numel;
     int calls;                 /* sched_step calls so far */
@@ -108,5 +111,8 @@ float sched_ac(const struct sched *s, int64_t t);
 /* The step index of loop index 0: diffusers' index_for_timestep(t0) picks
  * the second match when t0 occurs more than once. */
 int sched_begin_index(const struct sched *s);
+/* noise[numel] = randn from gen, or from the batch entries' own generators
+ * (a contiguous part each) after sched_set_generators. */
+void sched_randn(struct sched *s, struct torch_gen *gen, float *noise);
 
 #endif

@@ -66,8 +66,8 @@ static void lcm_step(struct sched *s, int i, const float *mo, float *x, struct t
     }
     if (si == s->steps - 1)
         return;
-    SD_ASSERT(gen);
-    tgen_randn(gen, s->noise, n);
+    SD_ASSERT(gen || s->n_gens);
+    sched_randn(s, gen, s->noise);
     float sap = sqrtf(ap), sbp = sqrtf(bp);
     for (size_t k = 0; k < n; k++)
         x[k] = sap * x[k] + sbp * s->noise[k];

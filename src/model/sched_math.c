@@ -113,6 +113,17 @@ float sched_ac(const struct sched *s, int64_t t)
     return s->alphas_cumprod[t];
 }
 
+void sched_randn(struct sched *s, struct torch_gen *gen, float *noise)
+{
+    if (s->n_gens > 1) { /* diffusers' randn_tensor with a list of generators */
+        size_t part = s->numel / (size_t)s->n_gens;
+        for (int k = 0; k < s->n_gens; k++)
+            tgen_randn(s->gens[k], noise + (size_t)k * part, part);
+        return;
+    }
+    tgen_randn(s->n_gens ? s->gens[0] : gen, noise, s->numel);
+}
+
 int sched_begin_index(const struct sched *s)
 {
     int matches = 0;

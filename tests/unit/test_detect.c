@@ -50,7 +50,7 @@ TEST(detect_families)
         const char *error;     /* ckpt_check_runnable's message, or NULL when runnable */
     } cases[] = {
         {"sd15", CKPT_SD1, 4, 1, "cond_stage_model.transformer.", NULL},
-        {"sd15-inpainting", CKPT_SD1, 9, 1, "cond_stage_model.transformer.", "inpainting SD 1.x"},
+        {"sd15-inpainting", CKPT_SD1, 9, 1, "cond_stage_model.transformer.", NULL},
         {"sd21-768-v", CKPT_SD2, 4, 1, "cond_stage_model.model.", NULL},
         {"sd21-base", CKPT_SD2, 4, 1, "cond_stage_model.model.", NULL},
         {"sd-turbo", CKPT_SD2, 4, 1, "conditioner.embedders.0.model.", NULL},

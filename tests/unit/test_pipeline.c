@@ -14,14 +14,21 @@
 #include "test.h"
 #include "testutil.h"
 
-struct totals {
-    double worst_latent;
-    double worst_identical;
-    int worst_level;
-    int cases;
-};
+/* An input image of the reference file ("input.<name>", U8 [H, W] or
+ * [H, W, 3]), or NULL. */
+static const uint8_t *ref_input(struct st_file *rf, const char *name, int *w, int *h, int *ch)
+{
+    char key[128];
+    snprintf(key, sizeof key, "input.%s", name);
+    const struct st_tensor *t = st_find(rf, key);
+    if (!t || t->dtype != ST_U8 || (t->ndim != 2 && t->ndim != 3))
+        return NULL;
+    *h = (int)t->shape[0], *w = (int)t->shape[1], *ch = t->ndim == 3 ? (int)t->shape[2] : 1;
+    return t->data;
+}
 
-static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *tot)
+void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *tot);
+void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *tot)
 {
     const char *name = json_string_value(json_object_get(c, "name"));
     struct sd_params p;
@@ -59,41 +66,60 @@ static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *
         p.loras = loras;
         p.n_loras = (int)i + 1;
     }
+    /* image-to-image, inpainting, batches */
+    const char *init = json_string_value(json_object_get(c, "init")), *mask = json_string_value(json_object_get(c, "mask"));
+    int ich = 0;
+    if (init) {
+        p.init_image = ref_input(rf, init, &p.init_width, &p.init_height, &ich);
+        CHECK_MSG(p.init_image && ich == 3, "%s: input %s", name, init);
+    }
+    if (mask) {
+        p.mask = ref_input(rf, mask, &p.mask_width, &p.mask_height, &p.mask_channels);
+        CHECK_MSG(p.mask != NULL, "%s: input %s", name, mask);
+    }
+    json_t *st = json_object_get(c, "strength");
+    if (json_is_number(st))
+        p.strength = (float)json_number_value(st);
+    json_t *ni = json_object_get(c, "n_images");
+    p.n_images = json_is_integer(ni) ? (int)json_integer_value(ni) : 1;
+    p.seed_per_image = json_is_true(json_object_get(c, "per_image"));
     int s = sd_scheduler_from_name(json_string_value(json_object_get(c, "scheduler")));
     CHECK_MSG(s >= 0, "%s: scheduler", name);
     p.scheduler = s < 0 ? 0 : s;
 
-    struct sd_image img;
+    struct sd_image imgs[SD_MAX_IMAGES], *img = &imgs[0];
     struct sd_err err;
-    int rc = sd_generate(m, &p, NULL, &img, &err);
+    int rc = sd_generate(m, &p, NULL, imgs, &err);
     CHECK_MSG(rc == SD_OK, "%s: %s", name, err.msg);
     if (rc)
         return;
+    int N = p.n_images;
     char key[128];
     snprintf(key, sizeof key, "case.%s.latents", name);
     size_t n;
     float *ref = ref_f32(rf, key, &n);
     int lc, lh, lw;
     const float *lat = sd_last_latents(m, &lc, &lh, &lw);
-    CHECK(ref && lat && (size_t)lc * lh * lw == n);
+    CHECK(ref && lat && (size_t)N * lc * lh * lw == n);
     double dl = 1e9;
-    if (ref && lat && (size_t)lc * lh * lw == n) {
+    if (ref && lat && (size_t)N * lc * lh * lw == n) {
         double mx = max_abs(ref, n);
         dl = max_abs_diff(lat, ref, n) / (mx > 1 ? mx : 1);
     }
     snprintf(key, sizeof key, "case.%s.image", name);
     const struct st_tensor *ti = st_find(rf, key);
-    CHECK(ti && ti->nbytes == (size_t)img.width * img.height * 3);
+    size_t per = (size_t)img->width * img->height * 3;
+    CHECK(ti && ti->nbytes == (size_t)N * per);
     size_t same = 0, nb = ti ? ti->nbytes : 0;
     int lvl = 0;
-    for (size_t i = 0; ti && i < nb && i < (size_t)img.width * img.height * 3; i++) {
-        int d = abs((int)img.rgb[i] - (int)ti->data[i]);
+    for (size_t i = 0; ti && i < nb && i < (size_t)N * per; i++) {
+        int d = abs((int)imgs[i / per].rgb[i % per] - (int)ti->data[i]);
         same += d == 0;
         lvl = d > lvl ? d : lvl;
     }
     double ident = nb ? (double)same / nb : 0;
     printf("    %-24s latents rel %.2e  image identical %.4f%%  max level diff %d  (%.2f s)\n", name,
-           dl, 100 * ident, lvl, img.seconds);
+           dl, 100 * ident, lvl, img->seconds);
     CHECK_MSG(dl <= 1e-4, "%s: latents differ by %g", name, dl);
     CHECK_MSG(ident >= 0.999, "%s: only %.4f%% identical bytes", name, 100 * ident);
     CHECK_MSG(lvl <= 1, "%s: a pixel differs by %d levels", name, lvl);
@@ -102,7 +128,8 @@ static void run_case(sd_model *m, struct st_file *rf, json_t *c, struct totals *
     tot->worst_level = lvl > tot->worst_level ? lvl : tot->worst_level;
     tot->cases++;
     free(ref);
-    sd_image_free(&img);
+    for (int k = 0; k < N; k++)
+        sd_image_free(&imgs[k]);
 }
 
 void run_model_ex(const char *dir, const char *variant, const char *config, const char *lora_dir,

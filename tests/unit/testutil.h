@@ -18,4 +18,12 @@ double max_abs(const float *a, size_t n);
 /* NCHW [C, HW] <-> channels-last [HW, C] */
 void to_nhwc(float *dst, const float *src, int C, int HW);
 
+/* Worst figures over the whole-pipeline cases of a reference file. */
+struct totals {
+    double worst_latent;
+    double worst_identical;
+    int worst_level;
+    int cases;
+};
+
 #endif
