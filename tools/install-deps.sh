@@ -9,5 +9,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config clang libclang-rt-14-dev libomp-14-dev \
     libdnnl-dev libjansson-dev libpng-dev zlib1g-dev libunistring-dev \
-    libmicrohttpd-dev libsqlite3-dev libhiredis-dev libminizip-dev \
+    libmicrohttpd-dev libsqlite3-dev libhiredis-dev libminizip-dev libjpeg62-turbo-dev \
     python3 chromium redis-server >/dev/null

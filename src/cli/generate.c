@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "sd.h"
 #include "util/paths.h"
+#include "util/imgdec.h"
 #include "util/png.h"
 
 static void usage(FILE *f)
@@ -49,6 +50,12 @@ static void usage(FILE *f)
             "  --threads N             compute threads (default: all cores)\n"
             "  --precision P           fp32 (default, matches diffusers) or bf16 (faster, weights\n"
             "                          held in 16 bits)\n"
+            "  --init-image FILE       image-to-image: start from this PNG or JPEG (resized to the\n"
+            "                          output size, which defaults to its own, rounded down to /8)\n"
+            "  --strength S            how much of the schedule runs from it, 0..1 (0.8; inpainting 1)\n"
+            "  --mask FILE             inpainting: white = repaint (PNG/JPEG, any size)\n"
+            "  --batch N               N images (output names numbered: out-1.png, ...)\n"
+            "  --seed-per-image        image k uses seed + k (A1111) instead of one generator\n"
             "  --output FILE.png       where to write the image\n"
             "  --quiet                 no progress output\n");
 }
@@ -103,6 +110,46 @@ static int parse_pair(const char *opt, const char *s, char sep, int *a, int *b)
     return 0;
 }
 
+/* An input image file (PNG or JPEG) as RGB. */
+static int read_image(const char *path, uint8_t **rgb, int *w, int *h, struct sd_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sd_errf(err, SD_ERR_IO, "%s: %s", path, strerror(errno));
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0, got;
+    do {
+        if (len == cap) {
+            cap = cap ? 2 * cap : 1 << 16;
+            uint8_t *q = cap <= (256u << 20) ? realloc(buf, cap) : NULL;
+            if (!q) {
+                free(buf);
+                fclose(f);
+                return sd_errf(err, SD_ERR_ARG, "%s: too large (over 256 MB) or out of memory", path);
+            }
+            buf = q;
+        }
+        got = fread(buf + len, 1, cap - len, f);
+        len += got;
+    } while (got);
+    fclose(f);
+    int rc = image_decode_rgb(buf, len, 4096, SD_MAX_INPUT_PIXELS, rgb, w, h, err);
+    free(buf);
+    return rc ? sd_err_prefix(err, rc, "%s", path) : SD_OK;
+}
+
+/* out.png -> out-K.png (K >= 1), or the path itself for K = 0. */
+static void numbered(char *out, size_t cap, const char *path, int k)
+{
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!k)
+        snprintf(out, cap, "%s", path);
+    else if (dot && (!slash || dot > slash))
+        snprintf(out, cap, "%.*s-%d%s", (int)(dot - path), path, k, dot);
+    else
+        snprintf(out, cap, "%s-%d", path, k);
+}
+
 struct bar {
     int tty, quiet;
     double text_s;
@@ -144,6 +191,9 @@ int cli_generate(int argc, char **argv)
         {"original-size", required_argument, 0, 'O'}, {"target-size", required_argument, 0, 'G'},
         {"crop", required_argument, 0, 'R'},
         {"lora-dir", required_argument, 0, 'L'}, {"lora", required_argument, 0, 'l'},
+        {"init-image", required_argument, 0, 'I'}, {"strength", required_argument, 0, 'Z'},
+        {"mask", required_argument, 0, 'K'}, {"batch", required_argument, 0, 'N'},
+        {"seed-per-image", no_argument, 0, 'Y'},
         {0, 0, 0, 0},
     };
     struct sd_params p;
@@ -155,7 +205,7 @@ int cli_generate(int argc, char **argv)
     char lora_names[SD_MAX_LORAS][SD_LORA_NAME_MAX];
     if (!lo.dir || !*lo.dir)
         lo.dir = bundled;
-    const char *output = NULL;
+    const char *output = NULL, *init_path = NULL, *mask_path = NULL;
     struct bar bar = {.tty = isatty(2)};
     long v;
     int c;
@@ -261,6 +311,18 @@ int cli_generate(int argc, char **argv)
                 return 2;
             break;
         case 'L': lo.lora_dir = optarg; break;
+        case 'I': init_path = optarg; break;
+        case 'K': mask_path = optarg; break;
+        case 'Z':
+            if (parse_float("--strength", optarg, 0.01f, 1, &p.strength))
+                return 2;
+            break;
+        case 'N':
+            if (parse_long("--batch", optarg, 1, SD_MAX_IMAGES, &v))
+                return 2;
+            p.n_images = (int)v;
+            break;
+        case 'Y': p.seed_per_image = 1; break;
         case 'l': {
             const char *colon = strrchr(optarg, ':');
             size_t nl = colon ? (size_t)(colon - optarg) : strlen(optarg);
@@ -296,12 +358,29 @@ int cli_generate(int argc, char **argv)
                 !p.prompt ? "--prompt" : "--output");
         return 2;
     }
+    struct sd_err err;
+    uint8_t *init_rgb = NULL, *mask_rgb = NULL;
+    if (mask_path && !init_path) {
+        fprintf(stderr, "diffusiond: error: --mask needs --init-image\n");
+        return 2;
+    }
+    if ((init_path && read_image(init_path, &init_rgb, &p.init_width, &p.init_height, &err)) ||
+        (mask_path && read_image(mask_path, &mask_rgb, &p.mask_width, &p.mask_height, &err))) {
+        fprintf(stderr, "diffusiond: error: %s\n", err.msg);
+        free(init_rgb);
+        return 1;
+    }
+    p.init_image = init_rgb;
+    p.mask = mask_rgb;
+    p.mask_channels = 3;
+    if (init_rgb && !p.width) /* the output size, which the engine plans for */
+        p.width = p.init_width / 8 * 8, p.height = p.init_height / 8 * 8;
     lo.width = p.width, lo.height = p.height; /* the engine plans for this one size */
 
-    struct sd_err err;
     sd_model *m;
     if (sd_model_load(&m, &lo, &err)) {
         fprintf(stderr, "diffusiond: error: %s\n", err.msg);
+        free(init_rgb), free(mask_rgb);
         return 1;
     }
     int rc = 1;
@@ -310,25 +389,37 @@ int cli_generate(int argc, char **argv)
     if (sd_params_check(m, &p, &err)) {
         fprintf(stderr, "diffusiond: error: %s\n", err.msg);
         sd_model_free(m);
+        free(init_rgb), free(mask_rgb);
         return 2;
     }
     struct sd_callbacks cb = {.progress = on_progress, .user = &bar};
-    struct sd_image img;
-    uint8_t *png = NULL;
-    size_t len;
-    if (sd_generate(m, &p, &cb, &img, &err) || sd_image_png(&img, &p, m, &png, &len, &err) ||
-        png_write_file(output, png, len, &err)) {
+    struct sd_image img[SD_MAX_IMAGES];
+    int n = p.n_images > 0 ? p.n_images : 1;
+    if (sd_generate(m, &p, &cb, img, &err)) {
         fprintf(stderr, "diffusiond: error: %s\n", err.msg);
-    } else {
+        n = 0;
+    } else
         rc = 0;
-        if (!bar.quiet)
-            fprintf(stderr, "%s: %dx%d, %d steps, %s, %s, seed %llu, %.2f s\n", output, img.width,
-                    img.height, p.steps,
+    for (int k = 0; k < n; k++) {
+        char path[4096];
+        uint8_t *png = NULL;
+        size_t len;
+        numbered(path, sizeof path, output, n > 1 ? k + 1 : 0);
+        struct sd_params pk = p;
+        pk.seed = img[k].seed; /* the parameters that reproduce this one */
+        if (sd_image_png(&img[k], &pk, m, &png, &len, &err) || png_write_file(path, png, len, &err)) {
+            fprintf(stderr, "diffusiond: error: %s\n", err.msg);
+            rc = 1;
+        } else if (!bar.quiet)
+            fprintf(stderr, "%s: %dx%d, %d steps, %s, %s, seed %llu, %.2f s\n", path, img[k].width,
+                    img[k].height, p.steps,
                     sd_scheduler_name(p.scheduler ? p.scheduler : sd_model_get_info(m)->default_scheduler),
-                    sd_precision_name(sd_model_get_info(m)->precision), (unsigned long long)img.seed, img.seconds);
+                    sd_precision_name(sd_model_get_info(m)->precision), (unsigned long long)img[k].seed,
+                    img[k].seconds);
+        free(png);
+        sd_image_free(&img[k]);
     }
-    free(png);
-    sd_image_free(&img);
     sd_model_free(m);
+    free(init_rgb), free(mask_rgb);
     return rc;
 }

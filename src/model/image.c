@@ -45,6 +45,9 @@ int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd
         o += snprintf(text + o, cap - o, ", Model: %s", sd_model_get_info(m)->name);
     if (p->clip_skip) /* A1111 counts the last layer as 1: diffusers' k is A1111's k+1 */
         o += snprintf(text + o, cap - o, ", Clip skip: %d", p->clip_skip + 1);
+    if (p->init_image)
+        o += snprintf(text + o, cap - o, ", Denoising strength: %g",
+                      (double)(p->strength > 0 ? p->strength : p->mask ? 1.0f : 0.8f));
     if (p->eta > 0)
         o += snprintf(text + o, cap - o, ", Eta: %g", (double)p->eta);
     snprintf(text + o, cap - o, ", Version: diffusiond");

@@ -72,6 +72,31 @@ else
     fail "bf16 without bf16 dot products: $(cat "$tmp/err")"
 fi
 
+# image-to-image, inpainting, batches (PNG and JPEG inputs made by the harness)
+python3 - "$tmp" <<'PY'
+import struct, sys, zlib
+def png(path, w, h, px):
+    raw = b"".join(b"\0" + bytes(px(x, y) for x in range(w) for _ in range(3)) for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+png(sys.argv[1] + "/init.png", 150, 100, lambda x, y: (x * 7 + y * 3) % 256)
+png(sys.argv[1] + "/mask.png", 60, 40, lambda x, y: 255 if x > 30 else 0)
+PY
+if "$BIN" generate --model tests/data/tiny-sd1-i2i --steps 4 --quiet --prompt "a fox" --seed 3 --init-image "$tmp/init.png" \
+       --strength 0.6 --batch 2 --output "$tmp/i2i.png" && [ -s "$tmp/i2i-1.png" ] && [ -s "$tmp/i2i-2.png" ] \
+   && grep -a -q "Size: 144x96.*Denoising strength: 0.6" "$tmp/i2i-1.png" && ! cmp -s "$tmp/i2i-1.png" "$tmp/i2i-2.png"; then
+    ok "image-to-image batch of 2 (144x96 from 150x100)"
+else
+    fail "image-to-image batch"
+fi
+"$BIN" generate --model tests/data/tiny-sd1-inpaint --steps 3 --quiet --prompt "a fox" --init-image "$tmp/init.png" \
+    --mask "$tmp/mask.png" --output "$tmp/inp.png" && ok "inpainting (9-channel UNet)" || fail "inpainting"
+expect_err "mask without init image" 2 "mask needs --init-image" -- gen --prompt x --mask "$tmp/mask.png" --output "$tmp/x.png"
+printf 'GIF89a' > "$tmp/x.gif"
+expect_err "init image not PNG/JPEG" 1 "x.gif: not a PNG or JPEG image" -- gen --prompt x --init-image "$tmp/x.gif" --output "$tmp/x.png"
+expect_err "inpainting model without a mask" 2 "inpainting model" -- "$BIN" generate --model tests/data/tiny-sd1-inpaint --prompt x --output "$tmp/x.png"
+
 # 4. bad arguments: exit 2, one line
 expect_err "width not multiple of 8" 2 "multiple of 8" -- gen --prompt x --width 100 --output "$tmp/x.png"
 expect_err "steps < 1" 2 "steps must be" -- gen --prompt x --steps 0 --output "$tmp/x.png"
