@@ -25,7 +25,7 @@ LDFLAGS := -fopenmp $(SAN)
 # (bit-exact parity with PyTorch's float32 arithmetic).
 $(BUILD)/obj/src/tensor/%.o: CFLAGS += -ffp-contract=fast
 
-LIB_SRC  := $(wildcard src/util/*.c src/tensor/*.c src/model/*.c src/server/*.c)
+LIB_SRC  := $(wildcard src/util/*.c src/tensor/*.c src/model/*.c src/server/*.c src/server/*/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/unit/*.c)
 FUZZ_SRC := $(filter-out tests/fuzz/fuzz_main.c,$(wildcard tests/fuzz/fuzz_*.c))
@@ -38,6 +38,7 @@ all: $(BUILD)/diffusiond $(BUILD)/unit_tests $(BUILD)/fuzz_replay $(BUILD)/sdben
 
 $(BUILD)/libdiffusiond.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
+	@rm -f $@ # ar would keep members of files since renamed
 	$(AR) rcs $@ $^
 
 $(BUILD)/diffusiond: $(CLI_OBJ) $(BUILD)/libdiffusiond.a

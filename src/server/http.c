@@ -78,7 +78,7 @@ enum MHD_Result http_reply_json(struct http_request *r, int status, json_t *body
 enum MHD_Result http_reply_detail(struct http_request *r, int status, const char *msg,
                                   const char *const *headers)
 {
-    return http_reply_json(r, status, api_detail(msg), headers);
+    return http_reply_json(r, status, json_pack("{s:s}", "detail", msg), headers);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,4 +1,4 @@
-/* json_dump.c - JSON output the way FastAPI writes it (see json_api.h).
+/* json_dump.c - JSON output the way FastAPI writes it (see json_dump.h).
  *
  * Python's json.dumps(separators=(",", ":"), ensure_ascii=False): compact,
  * UTF-8 as is, and floats in repr form (0.1, 50.0, 1e+300) where jansson's
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/json_api.h"
+#include "server/json_dump.h"
 
 struct sbuf {
     char *d;

@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#include "server/store.h"
+#include "server/store/store.h"
 
 struct metrics;
 

@@ -8,6 +8,7 @@
 #include "server/auth.h"
 #include "server/metrics.h"
 #include "server/ratelimit.h"
+#include "server/api/api.h"
 
 const struct route routes[] = {
     /* method   pattern                        auth rate handler */

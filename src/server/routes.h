@@ -11,7 +11,7 @@
 #define SD_SERVER_ROUTES_H
 
 #include "server/http.h"
-#include "server/json_api.h"
+#include "server/api/json_api.h"
 
 typedef enum MHD_Result (*route_fn)(struct server *srv, struct http_request *r);
 
@@ -34,24 +34,5 @@ const struct route *route_match(const char *method, const char *path, char *para
                                 size_t allow_cap);
 
 enum MHD_Result routes_dispatch(struct server *srv, struct http_request *r);
-
-/* Handlers (api_*.c). */
-enum MHD_Result api_generate(struct server *srv, struct http_request *r);
-enum MHD_Result api_result(struct server *srv, struct http_request *r);
-enum MHD_Result api_result_image(struct server *srv, struct http_request *r);
-enum MHD_Result api_result_events(struct server *srv, struct http_request *r);
-enum MHD_Result api_cancel(struct server *srv, struct http_request *r);
-enum MHD_Result api_health(struct server *srv, struct http_request *r);
-enum MHD_Result api_models(struct server *srv, struct http_request *r);
-enum MHD_Result api_metrics(struct server *srv, struct http_request *r);
-enum MHD_Result api_openapi(struct server *srv, struct http_request *r);
-enum MHD_Result api_page(struct server *srv, struct http_request *r);
-
-/* The OpenAPI 3.1 document for these limits (openapi.c): malloc'd JSON
- * text, NULL when out of memory. */
-char *openapi_render(const struct api_limits *lim);
-
-/* The web page (webpage.c). */
-extern const char webpage_html[];
 
 #endif

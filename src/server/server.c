@@ -23,6 +23,7 @@
 #include "server/auth.h"
 #include "server/http.h"
 #include "server/routes.h"
+#include "server/api/api.h"
 #include "server/metrics.h"
 #include "server/ratelimit.h"
 #include "server/sse.h"

@@ -1,20 +1,17 @@
 /* server.h - `diffusiond serve`: the HTTP service around the engine.
  *
- * Reading order of src/server/:
+ * Reading order of src/server/ (one folder per layer, each with one door):
  *
  *     server.c        start-up, the janitor thread, signals, shutdown
  *     config.c        options (flags and DIFFUSIOND_* variables)
  *     http.c          libmicrohttpd plumbing: bodies, limits, replies, access log
  *     routes.c        the route table: method + path -> handler, auth, rate limit
- *     api_generate.c  POST /generate
- *     api_results.c   GET /results/{id}, /image, /events, cancellation
- *     api_ops.c       /health, /metrics, /openapi.json, the web page
- *     json_api.c      request validation with FastAPI-shaped errors
- *     json_dump.c     JSON output as FastAPI writes it
- *     worker.c        the inference worker: claim, generate, store the PNG
+ *     api/            the handlers, one file per family of routes (api/api.h)
+ *     store/          where tasks, queue and images live (store/store.h)
+ *     worker.c        the inference worker: claim, generate, store the PNGs
  *     sse.c           progress streams (Server-Sent Events) via suspend/resume
- *     store.h         the task store interface; store_sqlite.c implements it
- *     ratelimit.c, auth.c, metrics.c, openapi.c, webpage.c, sutil.c
+ *     json_dump.c     JSON output as FastAPI writes it
+ *     ratelimit.c, auth.c, metrics.c, sutil.c
  *
  * Threads: libmicrohttpd's pool answers requests and only ever touches the
  * store and in-memory state; one worker thread runs generations in queue
@@ -29,8 +26,8 @@
 
 #include "sd.h"
 #include "server/config.h"
-#include "server/json_api.h"
-#include "server/store.h"
+#include "server/api/json_api.h"
+#include "server/store/store.h"
 
 struct server {
     struct server_config cfg;

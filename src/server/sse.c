@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "server/http.h"
-#include "server/json_api.h"
+#include "server/api/json_api.h"
 #include "server/server.h"
-#include "server/store.h"
+#include "server/store/store.h"
 #include "server/sutil.h"
 
 #define KEEPALIVE_SECONDS 15.0

@@ -9,11 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/json_api.h"
+#include "server/api/json_api.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/sse.h"
-#include "server/store.h"
+#include "server/store/store.h"
 
 #define MAX_ATTEMPTS 3
 

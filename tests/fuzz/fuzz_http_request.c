@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/json_api.h"
+#include "server/api/json_api.h"
 #include "server/routes.h"
+#include "server/api/api.h"
 
 static int http_same_str(const char *a, const char *b)
 {

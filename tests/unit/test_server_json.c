@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/json_api.h"
+#include "server/api/json_api.h"
 #include "test.h"
 
 static const struct api_limits lim = {2000, 150, 1024};

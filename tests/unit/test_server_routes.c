@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "server/routes.h"
+#include "server/api/api.h"
 #include "test.h"
 
 TEST(server_routes_match)

@@ -1,4 +1,4 @@
-/* test_store_sqlite.c - the SQLite task store (store_sqlite.c) against the
+/* test_store_sqlite.c - the SQLite task store (src/server/store/sqlite.c) against the
  * contract of store.h: queue order, capacity, leases, cancellation, crash
  * recovery, expiry, images, and concurrent claims. */
 #include <pthread.h>
@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "server/store.h"
+#include "server/store/store.h"
 #include "test.h"
 
 static char tmpdir[256];

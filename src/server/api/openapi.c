@@ -7,6 +7,7 @@
  * and --max-side as they are). The unit test server_openapi_covers_routes
  * fails when a route is missing here.
  */
+#include "server/api/api.h"
 #include "server/routes.h"
 
 #include <stdlib.h>

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "sd.h"
+#include "server/json_dump.h"
 
 struct gen_request {
     char *prompt;          /* owned */
@@ -87,11 +88,6 @@ void gen_request_to_params(struct gen_request *r, struct sd_params *p);
  * "input", "ctx"?}; input and ctx are borrowed (NULL: input null / no ctx). */
 json_t *api_error_item(const char *type, const char *field, const char *msg, json_t *input,
                        json_t *ctx);
-
-/* Serialise v compactly, as FastAPI's responses are (Python's json.dumps
- * with separators (",", ":") and ensure_ascii=False; floats in repr form:
- * 0.1, 50.0, 1e+300). malloc'd; NULL when out of memory. */
-char *json_api_dumps(const json_t *v, size_t *len);
 
 /* {"detail": "<msg>"} - FastAPI's HTTPException body. */
 json_t *api_detail(const char *msg);

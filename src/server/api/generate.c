@@ -1,4 +1,4 @@
-/* api_generate.c - POST /generate: validate, queue, answer 202.
+/* api/generate.c - POST /generate: validate, queue, answer 202.
  *
  * Order of checks, as in the seed: the body is validated first (422), then
  * the model must be loaded (503), then the engine checks the values against
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "server/metrics.h"
-#include "server/routes.h"
+#include "server/api/api.h"
 #include "server/worker.h"
 
 /* A random seed that JavaScript clients can hold exactly (< 2^32), chosen

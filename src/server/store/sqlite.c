@@ -1,4 +1,4 @@
-/* store_sqlite.c - the store of store.h on one machine: SQLite + files.
+/* store/sqlite.c - the store of store.h on one machine: SQLite + files.
  *
  * Layout of the data directory:
  *
@@ -19,7 +19,7 @@
  * is worthless after a crash (the task restarts from step 0), so it lives in
  * memory here and reaches the database only with the final state.
  */
-#include "server/store.h"
+#include "server/store/store.h"
 #include "util/png.h"
 
 #include <dirent.h>

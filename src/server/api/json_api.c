@@ -1,5 +1,5 @@
-/* json_api.c - see json_api.h. Error texts and types are pydantic v2's. */
-#include "server/json_api.h"
+/* api/json_api.c - see json_api.h. Error texts and types are pydantic v2's. */
+#include "server/api/json_api.h"
 
 #include <ctype.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
 /* store.h - where tasks, the queue and results live.
  *
- * One small interface, several implementations: store_sqlite.c (one
+ * One small interface, several implementations: store/sqlite.c (one
  * machine: SQLite in WAL mode plus image files in the data directory) now,
  * a Redis one (several machines, separate worker processes) next. Like a
  * ggml backend, a store is a table of function pointers plus a context;

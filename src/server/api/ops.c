@@ -1,4 +1,4 @@
-/* api_ops.c - /health, /metrics, /openapi.json and the web page. */
+/* api/ops.c - /health, /metrics, /openapi.json and the web page. */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,7 +6,7 @@
 #include "tensor/cpu.h"
 
 #include "server/metrics.h"
-#include "server/routes.h"
+#include "server/api/api.h"
 
 /* What a client may want to know of the loaded model. */
 static json_t *model_json(const struct sd_model_info *in)

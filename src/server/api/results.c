@@ -1,4 +1,4 @@
-/* api_results.c - GET /results/{id} (+ /image, /events) and cancellation.
+/* api/results.c - GET /results/{id} (+ /image, /events) and cancellation.
  *
  * Every handler starts with find_task(): a malformed or unknown id is 404
  * ("Task ID not found.", as in the seed), an expired one 410. A finished
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/routes.h"
+#include "server/api/api.h"
 #include "server/sse.h"
 #include "server/worker.h"
 

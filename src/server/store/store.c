@@ -1,5 +1,5 @@
 /* store.c - the parts of store.h that every implementation shares. */
-#include "server/store.h"
+#include "server/store/store.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * the image. Plain HTML and JavaScript, no build step; it uses only the
  * public API (POST /generate, the event stream, /results/{id}/image).
  * Edit the page here directly. */
-#include "server/routes.h"
+#include "server/api/api.h"
 
 const char webpage_html[] =
     "<!doctype html>\n"
