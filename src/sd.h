@@ -254,6 +254,15 @@ void sd_prompt_cache_stats(const sd_model *m, long *hits, long *misses);
  * last successful sd_generate on m; for tests and diagnostics. NULL if none. */
 const float *sd_last_latents(const sd_model *m, int *c, int *h, int *w);
 
+/* The A1111 "infotext" of an image made with p and seed at width x height:
+ * "prompt\nNegative prompt: ...\nSteps: 20, Sampler: Euler a, CFG scale: 7,
+ * Seed: 1, Size: 512x512, Model: ..., Version: diffusiond". malloc'd; NULL
+ * when out of memory. */
+char *sd_infotext(const struct sd_params *p, const sd_model *m, uint64_t seed, int width, int height);
+/* A1111's name for scheduler s ("Euler a", "DPM++ 2M Karras", "PLMS"...);
+ * SD_SCHED_DEFAULT is resolved with m's default. */
+const char *sd_sampler_a1111_name(enum sd_scheduler s, const sd_model *m);
+
 /* Encode img as an 8-bit RGB PNG with a tEXt "parameters" chunk in the A1111
  * convention (prompt, negative prompt, steps, sampler, CFG, seed, size, model).
  * *png is malloc'd; the caller frees it. */

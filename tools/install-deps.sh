@@ -9,5 +9,9 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config clang libclang-rt-14-dev libomp-14-dev \
     libdnnl-dev libjansson-dev libpng-dev zlib1g-dev libunistring-dev \
-    libmicrohttpd-dev libsqlite3-dev libhiredis-dev libminizip-dev libjpeg62-turbo-dev \
-    python3 chromium redis-server >/dev/null
+    libmicrohttpd-dev libsqlite3-dev libhiredis-dev libminizip-dev libjpeg62-turbo-dev sqlite3 \
+    python3 python3-selenium chromium chromium-driver redis-server >/dev/null
+# The compatibility tests drive the server with the clients people use.
+PIP_PKGS="openai webuiapi"
+python3 -m pip install -q $PIP_PKGS 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages $PIP_PKGS

@@ -25,14 +25,13 @@ static const char *a1111_sampler(enum sd_scheduler s, const sd_model *m)
     }
 }
 
-int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd_model *m,
-                 uint8_t **png, size_t *len, struct sd_err *err)
+char *sd_infotext(const struct sd_params *p, const sd_model *m, uint64_t seed, int width, int height)
 {
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
     size_t cap = strlen(p->prompt) + strlen(neg) + 512;
     char *text = malloc(cap);
     if (!text)
-        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+        return NULL;
     int o = snprintf(text, cap, "%s\n", p->prompt);
     if (*neg)
         o += snprintf(text + o, cap - o, "Negative prompt: %s\n", neg);
@@ -40,7 +39,7 @@ int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd
                   p->steps, a1111_sampler(p->scheduler, m),
                   (double)(p->guidance == SD_GUIDANCE_DEFAULT ? (m ? sd_model_get_info(m)->default_guidance : 7.5f)
                                                               : p->guidance),
-                  (unsigned long long)img->seed, img->width, img->height);
+                  (unsigned long long)seed, width, height);
     if (m)
         o += snprintf(text + o, cap - o, ", Model: %s", sd_model_get_info(m)->name);
     if (p->clip_skip) /* A1111 counts the last layer as 1: diffusers' k is A1111's k+1 */
@@ -51,6 +50,20 @@ int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd
     if (p->eta > 0)
         o += snprintf(text + o, cap - o, ", Eta: %g", (double)p->eta);
     snprintf(text + o, cap - o, ", Version: diffusiond");
+    return text;
+}
+
+const char *sd_sampler_a1111_name(enum sd_scheduler s, const sd_model *m)
+{
+    return a1111_sampler(s, m);
+}
+
+int sd_image_png(const struct sd_image *img, const struct sd_params *p, const sd_model *m,
+                 uint8_t **png, size_t *len, struct sd_err *err)
+{
+    char *text = sd_infotext(p, m, img->seed, img->width, img->height);
+    if (!text)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     const char *kv[] = {"parameters", text, NULL};
     int rc = png_encode_rgb(img->rgb, img->width, img->height, kv, png, len, err);
     free(text);

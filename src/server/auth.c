@@ -1,5 +1,6 @@
 /* auth.c - see auth.h. */
 #include "server/auth.h"
+#include "server/sutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -130,21 +131,46 @@ static int same_key(const char *stored, const char *given, size_t glen)
     return diff == 0;
 }
 
+/* The credentials after scheme ("Bearer", "Basic") and blanks, trimmed;
+ * NULL when header uses another scheme. */
+static const char *credentials(const char *header, const char *scheme, size_t *len)
+{
+    size_t n = strlen(scheme);
+    while (*header == ' ' || *header == '\t')
+        header++;
+    if (strncasecmp(header, scheme, n) || (header[n] != ' ' && header[n] != '\t'))
+        return NULL;
+    const char *c = header + n;
+    while (*c == ' ' || *c == '\t')
+        c++;
+    *len = strlen(c);
+    while (*len > 0 && (c[*len - 1] == ' ' || c[*len - 1] == '\t'))
+        (*len)--;
+    return c;
+}
+
 int auth_check(struct auth *a, const char *header)
 {
     if (!a || !header)
         return 0;
-    while (*header == ' ' || *header == '\t')
-        header++;
-    if (strncasecmp(header, "Bearer", 6) || (header[6] != ' ' && header[6] != '\t'))
-        return 0;
-    const char *key = header + 6;
-    while (*key == ' ' || *key == '\t')
-        key++;
-    size_t len = strlen(key);
-    while (len > 0 && (key[len - 1] == ' ' || key[len - 1] == '\t'))
-        len--;
-    if (len == 0 || len > KEY_MAX)
+    size_t len = 0;
+    const char *key = credentials(header, "Bearer", &len);
+    char password[KEY_MAX + 1];
+    if (!key && (key = credentials(header, "Basic", &len))) {
+        /* A1111 clients: base64("user:KEY"); the user name is not checked. */
+        uint8_t *plain = NULL;
+        size_t plen = 0;
+        if (len > 4 * (KEY_MAX + 256) ||
+            base64_decode(key, len, KEY_MAX + 256, &plain, &plen, NULL) != SD_OK)
+            return 0;
+        uint8_t *colon = memchr(plain, ':', plen);
+        len = colon ? plen - (size_t)(colon + 1 - plain) : 0;
+        if (len <= KEY_MAX)
+            memcpy(password, colon + 1, len);
+        free(plain);
+        key = password;
+    }
+    if (!key || len == 0 || len > KEY_MAX)
         return 0;
     int ok = 0;
     pthread_rwlock_rdlock(&a->lock);

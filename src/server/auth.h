@@ -1,4 +1,4 @@
-/* auth.h - optional API keys ("Authorization: Bearer <key>").
+/* auth.h - optional API keys ("Authorization: Bearer <key>", or Basic).
  *
  * Keys come from a file: one key per line, surrounding whitespace ignored,
  * blank lines and lines starting with # skipped. A key is 1..256 visible
@@ -24,7 +24,8 @@ int auth_count(struct auth *a);
 int auth_reload(struct auth *a, const char *path, struct sd_err *err);
 
 /* 1 when header (the Authorization value, may be NULL) is "Bearer <key>"
- * with a known key; the scheme name is case-insensitive. */
+ * or "Basic base64(<any user>:<key>)" (A1111 clients) with a known key;
+ * the scheme name is case-insensitive. */
 int auth_check(struct auth *a, const char *header);
 
 #endif

@@ -56,6 +56,10 @@ static const struct opt opts[] = {
      "how long finished results are kept before they expire (410)"},
     {"--max-body", "DIFFUSIOND_MAX_BODY", OPT_INT, F(max_body), 256, 64 << 20, "BYTES",
      "largest accepted request body (413 beyond)"},
+    {"--max-upload", "DIFFUSIOND_MAX_UPLOAD", OPT_INT, F(max_upload), 1024, 256 << 20, "BYTES",
+     "largest request body on routes that take images (img2img, edits, /generate with init_image)"},
+    {"--max-images", "DIFFUSIOND_MAX_IMAGES", OPT_INT, F(max_images), 1, 16, "N",
+     "images per request (num_images, n, batch_size x n_iter)"},
     {"--max-prompt", "DIFFUSIOND_MAX_PROMPT", OPT_INT, F(max_prompt), 1, 16384, "CHARS",
      "longest prompt or negative prompt, in characters"},
     {"--max-steps", "DIFFUSIOND_MAX_STEPS", OPT_INT, F(max_steps), 1, 1000, "N",
@@ -65,11 +69,13 @@ static const struct opt opts[] = {
     {"--queue-capacity", "DIFFUSIOND_QUEUE_CAPACITY", OPT_INT, F(queue_capacity), 1, 1e7, "N",
      "pending tasks accepted before /generate answers 503"},
     {"--rate-limit", "DIFFUSIOND_RATE_LIMIT", OPT_NUM, F(rate_limit), 0, 1e6, "PER_MIN",
-     "submissions per minute per client address (0: no limit)"},
+     "submissions per minute per client address (0: no limit; default: off when listening on loopback, 10 otherwise)"},
     {"--rate-burst", "DIFFUSIOND_RATE_BURST", OPT_INT, F(rate_burst), 1, 1e6, "N",
      "submissions a client may make at once before the rate applies"},
     {"--api-keys", "DIFFUSIOND_API_KEYS", OPT_STR, F(api_keys), 0, 0, "FILE",
      "require 'Authorization: Bearer KEY' with a key from FILE (one per line, # comments; SIGHUP rereads it)"},
+    {"--cors-origins", "DIFFUSIOND_CORS_ORIGINS", OPT_STR, F(cors_origins), 0, 0, "LIST",
+     "origins whose pages may call the API (comma-separated, or *); default: none"},
     {"--http-threads", "DIFFUSIOND_HTTP_THREADS", OPT_INT, F(http_threads), 1, 256, "N",
      "HTTP event-loop threads"},
     {"--max-connections", "DIFFUSIOND_MAX_CONNECTIONS", OPT_INT, F(max_connections), 1, 1e6,
@@ -97,11 +103,13 @@ void config_defaults(struct server_config *c)
     c->data_dir = "./diffusiond-data";
     c->result_ttl = 24 * 3600;
     c->max_body = 64 * 1024;
+    c->max_upload = 16 << 20;
+    c->max_images = 8;
     c->max_prompt = 2000;
     c->max_steps = 150;
     c->max_side = 1024;
     c->queue_capacity = 100;
-    c->rate_limit = 10;
+    c->rate_limit = -1; /* resolved at start-up from --host */
     c->rate_burst = 5;
     c->api_keys = NULL;
     c->http_threads = 4;

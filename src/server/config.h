@@ -34,13 +34,17 @@ struct server_config {
     const char *data_dir;    /* SQLite database and images */
     long long result_ttl;    /* seconds a finished result is kept */
     long long max_body;      /* request body bytes */
+    long long max_upload;    /* request body bytes on routes that take images */
+    long long max_images;    /* images per request */
     long long max_prompt;    /* characters, prompt and negative prompt */
     long long max_steps;     /* num_inference_steps upper bound */
     long long max_side;      /* width/height upper bound, pixels */
     long long queue_capacity;/* pending tasks before 503 */
-    double rate_limit;       /* submissions per minute per client, 0 = off */
+    double rate_limit;       /* submissions per minute per client, 0 = off, < 0 = the
+                              * default for the address: off on loopback, 10 elsewhere */
     long long rate_burst;    /* bucket size */
     const char *api_keys;    /* file with one key per line, or NULL = open */
+    const char *cors_origins;/* comma-separated origins allowed cross-origin, "*", or NULL */
     long long http_threads;  /* libmicrohttpd thread pool size */
     long long max_connections;
     long long lease;         /* seconds a claimed task stays owned without heartbeat */

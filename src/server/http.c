@@ -12,11 +12,15 @@
 
 #include "server/metrics.h"
 #include "server/routes.h"
+#include "server/api/api.h"
 #include "server/sse.h"
 
-/* A declared body beyond this is refused before it is read (the connection
- * is closed); smaller excess is read and dropped to answer a clean 413. */
-#define DRAIN_LIMIT (4u << 20)
+/* A body over the limit is still read (and dropped) up to this much more,
+ * so that a client that writes its whole body before reading the answer
+ * (Python's urllib, curl without Expect) gets the 413 rather than a reset
+ * connection; reading costs bandwidth, not memory. A declared body beyond
+ * it is refused at once and the connection closed. */
+#define DRAIN_LIMIT ((size_t)256 << 20)
 
 struct http {
     struct MHD_Daemon *daemon;
@@ -28,6 +32,11 @@ const char *http_header(struct http_request *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+const char *http_query(struct http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
 static void add_headers(struct MHD_Response *resp, const char *const *headers)
 {
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
@@ -35,9 +44,50 @@ static void add_headers(struct MHD_Response *resp, const char *const *headers)
         MHD_add_response_header(resp, headers[i], headers[i + 1]);
 }
 
+/* Whether origin is in the comma-separated list (or the list is "*"). */
+static int origin_allowed(const char *list, const char *origin)
+{
+    size_t olen = strlen(origin);
+    while (*list) {
+        while (*list == ' ' || *list == ',')
+            list++;
+        size_t n = strcspn(list, ",");
+        size_t m = n;
+        while (m > 0 && list[m - 1] == ' ')
+            m--;
+        if ((m == 1 && list[0] == '*') || (m == olen && !strncmp(list, origin, m)))
+            return 1;
+        list += n;
+    }
+    return 0;
+}
+
+/* --cors-origins: a page from an allowed origin may call us; preflights
+ * (OPTIONS) learn what it may send. */
+static void add_cors(struct http_request *r, struct MHD_Response *resp)
+{
+    const char *list = r->srv->cfg.cors_origins;
+    const char *origin = http_header(r, "Origin");
+    if (!list || !origin || !origin_allowed(list, origin))
+        return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(resp, "Vary", "Origin");
+    if (!strcmp(r->method, "OPTIONS")) {
+        const char *req_headers = http_header(r, "Access-Control-Request-Headers");
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                req_headers ? req_headers : "Authorization, Content-Type");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    } else {
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "Location, Retry-After, x-should-retry");
+    }
+}
+
 enum MHD_Result http_reply_response(struct http_request *r, int status,
                                     struct MHD_Response *resp)
 {
+    add_cors(r, resp);
     r->status = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -149,23 +199,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct server *srv = cls;
     struct http_request *r = *con_cls;
+    if (r && r->wait) /* a blocking call resumed: its handler looks again */
+        return r->route->fn(srv, r);
     if (!r) {
         r = request_new(srv, conn, url, method, version);
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        r->body_limit = routes_body_limit(srv, method, r->path);
         const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->cfg.max_body + DRAIN_LIMIT) {
+        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)r->body_limit + DRAIN_LIMIT) {
             r->body_too_large = 1;
             return routes_dispatch(srv, r);
         }
         return MHD_YES;
     }
     if (*upload_data_size) {
-        body_append(r, upload_data, *upload_data_size, (size_t)srv->cfg.max_body);
+        body_append(r, upload_data, *upload_data_size, r->body_limit);
         r->bytes += *upload_data_size; /* bytes received so far, replaced by the reply size */
         *upload_data_size = 0;
-        if (r->bytes > (size_t)srv->cfg.max_body + DRAIN_LIMIT)
+        if (r->bytes > r->body_limit + DRAIN_LIMIT)
             return MHD_NO; /* an endless chunked upload: drop the connection */
         return MHD_YES;
     }
@@ -201,6 +254,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         bytes = sse_stream_bytes(r->stream);
         sse_stream_release(r->stream);
     }
+    api_wait_end(srv, r);
     const char *route = r->route ? r->route->pattern : "other";
     metrics_count_request(srv->metrics, route, r->status ? r->status : 499,
                           r->stream ? -1.0 : secs);
@@ -224,6 +278,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (strstr(msg, "Application reported internal error"))
+        return; /* a handler closed the connection on purpose (its client left) */
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';

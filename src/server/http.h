@@ -22,6 +22,7 @@
 
 struct route;
 struct sse_stream;
+struct api_wait;
 
 struct http_request {
     struct server *srv;
@@ -33,12 +34,14 @@ struct http_request {
     double t0;                  /* monotonic start */
     char *body;                 /* NUL-terminated; NULL when empty */
     size_t body_len, body_cap;
+    size_t body_limit;          /* --max-body, or --max-upload on routes taking images */
     int body_too_large;
     const struct route *route;  /* set by routes_dispatch */
     char param[64];             /* the {task_id} path segment */
     int status;                 /* what was answered, for the log */
     size_t bytes;
     struct sse_stream *stream;  /* an event stream answered this request */
+    struct api_wait *wait;      /* a blocking call waits for its task (api/wait.c) */
 };
 
 /* Start listening (cfg host/port). */
@@ -53,6 +56,8 @@ void http_stop(struct server *srv);
 
 /* A request header, or NULL. */
 const char *http_header(struct http_request *r, const char *name);
+/* A query-string argument (decoded), or NULL. */
+const char *http_query(struct http_request *r, const char *name);
 
 /* Queue a response. `headers` is NULL or a NULL-terminated list of name,
  * value pairs. With `must_free` the body is malloc'd and handed over;

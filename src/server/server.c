@@ -12,7 +12,10 @@
  */
 #include "server/server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -199,13 +202,42 @@ static int wait_for_signal(const sigset_t *set)
     return sig;
 }
 
+#define DEFAULT_RATE_LIMIT 10.0 /* per minute, when listening beyond loopback */
+
+/* Whether every address host resolves to is a loopback one (127.0.0.0/8,
+ * ::1): only local programs can reach the service. */
+static int host_is_loopback(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) || !res)
+        return 0;
+    int all = 1;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+            uint32_t ip = ntohl(((const struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr);
+            all &= (ip >> 24) == 127;
+        } else if (a->ai_family == AF_INET6) {
+            all &= IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
+        } else {
+            all = 0;
+        }
+    }
+    freeaddrinfo(res);
+    return all;
+}
+
 int server_run(const struct server_config *cfg)
 {
-    struct server srv = {.cfg = *cfg};
+    struct server srv = {.cfg = *cfg, .started_at = now_unix()};
     if (srv.cfg.model == cfg->default_model) /* the copy's own buffer */
         srv.cfg.model = srv.cfg.default_model;
     srv.limits = (struct api_limits){(int)cfg->max_prompt, (int)cfg->max_steps,
-                                     (int)cfg->max_side};
+                                     (int)cfg->max_side, (int)cfg->max_images,
+                                     (size_t)cfg->max_upload, 0};
+    if (srv.cfg.rate_limit < 0) /* the default fits the address (config.h) */
+        srv.cfg.rate_limit = host_is_loopback(srv.cfg.host) ? 0 : DEFAULT_RATE_LIMIT;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -242,6 +274,12 @@ int server_run(const struct server_config *cfg)
                strchr(srv.cfg.host, ':') ? "[" : "", srv.cfg.host,
                strchr(srv.cfg.host, ':') ? "]" : "", http_port(&srv), srv.cfg.data_dir,
                srv.auth ? ", API keys required" : "");
+    if (srv.cfg.rate_limit > 0)
+        server_log("rate limit: %g submissions per minute per client, burst %lld "
+                   "(--rate-limit 0 turns it off)", srv.cfg.rate_limit, srv.cfg.rate_burst);
+    else
+        server_log("rate limit: off%s (--rate-limit N sets one)",
+                   cfg->rate_limit < 0 ? " on a loopback address" : "");
 
     int sig;
     while ((sig = wait_for_signal(&set)) == SIGHUP)

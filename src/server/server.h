@@ -43,6 +43,7 @@ struct server {
     struct http *http;
     FILE *access_log;                /* NULL: off */
     char *openapi;                   /* /openapi.json for these limits (owned) */
+    double started_at;               /* Unix time the service started */
 };
 
 /* Run the service until SIGTERM or SIGINT. Returns the process exit code:

@@ -8,22 +8,18 @@
 #include <string.h>
 
 #include "server/http.h"
+#include "server/hub.h"
 #include "server/api/json_api.h"
 #include "server/server.h"
 #include "server/store/store.h"
 #include "server/sutil.h"
 
-#define KEEPALIVE_SECONDS 15.0
-
 struct sse_stream {
-    struct sse_stream *prev, *next; /* in the hub's list while the response lives */
+    struct hub_watch watch;  /* listed in the hub while the response lives */
     struct hub *hub;
     struct server *srv;
-    struct MHD_Connection *conn;
-    char id[UUID_STR_LEN];
-    int refs;       /* the request and the response; under hub->mu */
-    int suspended;  /* under hub->mu */
-    int listed;
+    pthread_mutex_t mu;      /* refs and bytes */
+    int refs;                /* the request and the response */
     /* What has been sent. */
     int sent_status; /* -1: nothing yet */
     int sent_pos;
@@ -34,112 +30,6 @@ struct sse_stream {
     double last_write;
     size_t bytes;
 };
-
-struct hub {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;       /* wakes the keepalive thread early at shutdown */
-    struct sse_stream *head;
-    unsigned long seq;       /* bumped by every notification */
-    int stopping;
-    pthread_t keepalive;
-    int has_thread;
-};
-
-/* ------------------------------------------------------------------------ */
-/* Waking streams */
-
-/* Resume the suspended streams that `match` selects. Connections are
- * resumed after the lock is dropped; a suspended connection cannot go away
- * meanwhile (libmicrohttpd does not touch it), and clearing `suspended`
- * under the lock makes us its only resumer. */
-static void wake(struct hub *h, const char *id)
-{
-    pthread_mutex_lock(&h->mu);
-    h->seq++;
-    size_t n = 0;
-    for (struct sse_stream *s = h->head; s; s = s->next)
-        n++;
-    struct MHD_Connection **conns = n ? malloc(n * sizeof *conns) : NULL;
-    size_t k = 0;
-    for (struct sse_stream *s = h->head; s && conns; s = s->next) {
-        if (s->suspended && (!id || !strcmp(s->id, id))) {
-            s->suspended = 0;
-            conns[k++] = s->conn;
-        }
-    }
-    pthread_mutex_unlock(&h->mu);
-    for (size_t i = 0; i < k; i++)
-        MHD_resume_connection(conns[i]);
-    free(conns);
-}
-
-void hub_notify(struct hub *h, const char *id)
-{
-    if (h)
-        wake(h, id);
-}
-
-void hub_notify_all(struct hub *h)
-{
-    if (h)
-        wake(h, NULL);
-}
-
-static void *keepalive_main(void *arg)
-{
-    struct hub *h = arg;
-    pthread_mutex_lock(&h->mu);
-    while (!h->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)KEEPALIVE_SECONDS;
-        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
-        if (h->stopping)
-            break;
-        pthread_mutex_unlock(&h->mu);
-        wake(h, NULL); /* readers write ": keepalive" when due */
-        pthread_mutex_lock(&h->mu);
-    }
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
-}
-
-struct hub *hub_new(void)
-{
-    struct hub *h = calloc(1, sizeof *h);
-    if (!h)
-        return NULL;
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
-    if (pthread_create(&h->keepalive, NULL, keepalive_main, h) == 0)
-        h->has_thread = 1;
-    return h;
-}
-
-void hub_shutdown(struct hub *h)
-{
-    if (!h)
-        return;
-    pthread_mutex_lock(&h->mu);
-    h->stopping = 1;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    if (h->has_thread) {
-        pthread_join(h->keepalive, NULL);
-        h->has_thread = 0;
-    }
-    wake(h, NULL); /* readers see `stopping` and end their streams */
-}
-
-void hub_free(struct hub *h)
-{
-    if (!h)
-        return;
-    hub_shutdown(h);
-    pthread_cond_destroy(&h->cv);
-    pthread_mutex_destroy(&h->mu);
-    free(h);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Building events */
@@ -163,13 +53,13 @@ static void emit(struct sse_stream *s, const char *event, json_t *data)
 
 static json_t *base(const struct sse_stream *s, const struct task *t)
 {
-    return json_pack("{s:s,s:s}", "task_id", s->id, "status", task_status_name(t->status));
+    return json_pack("{s:s,s:s}", "task_id", s->watch.id, "status", task_status_name(t->status));
 }
 
 static void emit_steps(struct sse_stream *s, const struct task *t)
 {
     for (int k = s->sent_step + 1; k <= t->step; k++)
-        emit(s, "step", json_pack("{s:s,s:i,s:i}", "task_id", s->id, "step", k, "total_steps",
+        emit(s, "step", json_pack("{s:s,s:i,s:i}", "task_id", s->watch.id, "step", k, "total_steps",
                                   t->total_steps));
     if (t->step > s->sent_step)
         s->sent_step = t->step;
@@ -179,7 +69,7 @@ static void emit_started(struct sse_stream *s, const struct task *t)
 {
     char ts[RFC3339_LEN];
     rfc3339_format(t->started_at, ts);
-    json_t *d = json_pack("{s:s,s:s,s:s}", "task_id", s->id, "status", "processing",
+    json_t *d = json_pack("{s:s,s:s,s:s}", "task_id", s->watch.id, "status", "processing",
                           "started_at", ts);
     emit(s, "started", d);
     s->sent_status = TASK_PROCESSING;
@@ -195,7 +85,7 @@ static void emit_final(struct sse_stream *s, const struct task *t)
     }
     if (t->status == TASK_COMPLETED) {
         char url[96];
-        snprintf(url, sizeof url, "/results/%s/image", s->id);
+        snprintf(url, sizeof url, "/results/%s/image", s->watch.id);
         json_object_set_new(d, "seed", json_integer(t->seed));
         json_object_set_new(d, "image_url", json_string(url));
     } else if (t->status == TASK_FAILED) {
@@ -213,15 +103,15 @@ static void build_events(struct sse_stream *s)
     struct task t;
     int found = 0;
     struct sd_err err = {0};
-    if (store_get(&s->srv->store, s->id, &t, &found, &err) || !found) {
-        emit(s, "error", json_pack("{s:s,s:s}", "task_id", s->id, "detail",
+    if (store_get(&s->srv->store, s->watch.id, &t, &found, &err) || !found) {
+        emit(s, "error", json_pack("{s:s,s:s}", "task_id", s->watch.id, "detail",
                                    found ? err.msg : "Task ID not found."));
         s->done = 1;
         return;
     }
     if (t.status == TASK_PENDING) {
         int pos = 0;
-        store_position(&s->srv->store, s->id, &pos, NULL);
+        store_position(&s->srv->store, s->watch.id, &pos, NULL);
         if (s->sent_status != TASK_PENDING || pos != s->sent_pos) {
             json_t *d = base(s, &t);
             json_object_set_new(d, "queue_position", json_integer(pos));
@@ -261,16 +151,16 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
             s->pend_off += n;
             if (s->pend_off == s->pend_len)
                 s->pend_off = s->pend_len = 0;
+            pthread_mutex_lock(&s->mu);
             s->bytes += n;
+            pthread_mutex_unlock(&s->mu);
             s->last_write = now_mono();
             return (ssize_t)n;
         }
         if (s->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        pthread_mutex_lock(&h->mu);
-        unsigned long seq0 = h->seq;
-        int stopping = h->stopping;
-        pthread_mutex_unlock(&h->mu);
+        int stopping;
+        unsigned long seq0 = hub_seq(h, &stopping);
         if (stopping) {
             s->done = 1;
             continue;
@@ -278,7 +168,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
         build_events(s);
         if (s->pend_len)
             continue;
-        if (now_mono() - s->last_write >= KEEPALIVE_SECONDS - 0.5) {
+        if (now_mono() - s->last_write >= HUB_KEEPALIVE_SECONDS - 0.5) {
             static const char ka[] = ": keepalive\n\n";
             char *p = realloc(s->pend, sizeof ka);
             if (p) {
@@ -288,70 +178,43 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
                 continue;
             }
         }
-        pthread_mutex_lock(&h->mu);
-        if (h->seq != seq0 || h->stopping) {
-            pthread_mutex_unlock(&h->mu);
-            continue; /* something changed while we looked: look again */
-        }
-        s->suspended = 1;
-        MHD_suspend_connection(s->conn);
-        pthread_mutex_unlock(&h->mu);
-        return 0;
+        if (hub_suspend(h, &s->watch, seq0))
+            return 0;
+        /* something changed while we looked: look again */
     }
 }
 
-static void stream_unref_locked(struct sse_stream *s, int *free_it)
+static void stream_unref(struct sse_stream *s)
 {
-    *free_it = --s->refs == 0;
-}
-
-static void stream_free(struct sse_stream *s)
-{
-    free(s->pend);
-    free(s);
+    pthread_mutex_lock(&s->mu);
+    int free_it = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (free_it) {
+        pthread_mutex_destroy(&s->mu);
+        free(s->pend);
+        free(s);
+    }
 }
 
 /* The response is gone (request over, connection closing): stop waking it. */
 static void reader_free(void *cls)
 {
     struct sse_stream *s = cls;
-    struct hub *h = s->hub;
-    int free_it;
-    pthread_mutex_lock(&h->mu);
-    if (s->listed) {
-        if (s->prev)
-            s->prev->next = s->next;
-        else
-            h->head = s->next;
-        if (s->next)
-            s->next->prev = s->prev;
-        s->listed = 0;
-    }
-    s->conn = NULL;
-    s->suspended = 0;
-    stream_unref_locked(s, &free_it);
-    pthread_mutex_unlock(&h->mu);
-    if (free_it)
-        stream_free(s);
+    hub_remove(s->hub, &s->watch);
+    stream_unref(s);
 }
 
 size_t sse_stream_bytes(struct sse_stream *s)
 {
-    pthread_mutex_lock(&s->hub->mu);
+    pthread_mutex_lock(&s->mu);
     size_t n = s->bytes;
-    pthread_mutex_unlock(&s->hub->mu);
+    pthread_mutex_unlock(&s->mu);
     return n;
 }
 
 void sse_stream_release(struct sse_stream *s)
 {
-    struct hub *h = s->hub;
-    int free_it;
-    pthread_mutex_lock(&h->mu);
-    stream_unref_locked(s, &free_it);
-    pthread_mutex_unlock(&h->mu);
-    if (free_it)
-        stream_free(s);
+    stream_unref(s);
 }
 
 enum MHD_Result sse_respond(struct server *srv, struct http_request *r, const char *id)
@@ -362,8 +225,9 @@ enum MHD_Result sse_respond(struct server *srv, struct http_request *r, const ch
         return http_reply_detail(r, 500, "Out of memory.", NULL);
     s->hub = h;
     s->srv = srv;
-    s->conn = r->conn;
-    snprintf(s->id, sizeof s->id, "%s", id);
+    s->watch.conn = r->conn;
+    snprintf(s->watch.id, sizeof s->watch.id, "%s", id);
+    pthread_mutex_init(&s->mu, NULL);
     s->sent_status = -1;
     s->sent_pos = -1;
     s->last_write = now_mono();
@@ -371,25 +235,16 @@ enum MHD_Result sse_respond(struct server *srv, struct http_request *r, const ch
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, reader, s, reader_free);
     if (!resp) {
+        pthread_mutex_destroy(&s->mu);
         free(s);
         return http_reply_detail(r, 500, "Out of memory.", NULL);
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    pthread_mutex_lock(&h->mu);
-    int stopping = h->stopping;
-    if (!stopping) {
-        s->next = h->head;
-        if (h->head)
-            h->head->prev = s;
-        h->head = s;
-        s->listed = 1;
-    }
-    pthread_mutex_unlock(&h->mu);
-    if (stopping) {
+    if (!hub_add(h, &s->watch)) {
         MHD_destroy_response(resp); /* calls reader_free: one reference left */
-        free(s);
+        stream_unref(s);
         return http_reply_detail(r, 503, "Shutting down.", NULL);
     }
     r->stream = s;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -122,6 +123,94 @@ char *base64_encode(const uint8_t *data, size_t len, size_t *out_len)
     if (out_len)
         *out_len = n;
     return out;
+}
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+int base64_decode(const char *s, size_t len, size_t max_out, uint8_t **out, size_t *out_len,
+                  struct sd_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (len / 4 * 3 > max_out + 3)
+        return sd_errf(err, SD_ERR_ARG, "base64 data decodes to more than %zu bytes", max_out);
+    uint8_t *buf = malloc(len / 4 * 3 + 3);
+    if (!buf)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory decoding base64");
+    size_t n = 0, digits = 0, pad = 0;
+    uint32_t acc = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64_value(c);
+        if (v < 0 || pad) {
+            free(buf);
+            if (pad)
+                return sd_errf(err, SD_ERR_FORMAT,
+                               "invalid base64: data after '=' padding at offset %zu", i);
+            return sd_errf(err, SD_ERR_FORMAT, "invalid base64: character 0x%02x at offset %zu",
+                           (unsigned)c, i);
+        }
+        acc = acc << 6 | (uint32_t)v;
+        if (++digits % 4 == 0) {
+            buf[n++] = (uint8_t)(acc >> 16);
+            buf[n++] = (uint8_t)(acc >> 8);
+            buf[n++] = (uint8_t)acc;
+            acc = 0;
+        }
+    }
+    size_t tail = digits % 4;
+    if (tail == 1 || pad > 2 || (pad && (tail + pad) % 4)) {
+        free(buf);
+        return sd_errf(err, SD_ERR_FORMAT, "invalid base64: truncated (%zu characters)", digits);
+    }
+    if (tail == 2) {
+        buf[n++] = (uint8_t)(acc >> 4);
+    } else if (tail == 3) {
+        buf[n++] = (uint8_t)(acc >> 10);
+        buf[n++] = (uint8_t)(acc >> 2);
+    }
+    if (n > max_out) {
+        free(buf);
+        return sd_errf(err, SD_ERR_ARG, "base64 data decodes to more than %zu bytes", max_out);
+    }
+    *out = buf;
+    *out_len = n;
+    return SD_OK;
+}
+
+int image_field_decode(const char *s, size_t len, size_t max_out, uint8_t **out,
+                       size_t *out_len, struct sd_err *err)
+{
+    if (len >= 5 && !strncasecmp(s, "data:", 5)) {
+        const char *comma = memchr(s, ',', len);
+        if (!comma)
+            return sd_errf(err, SD_ERR_FORMAT, "a data URL without ','");
+        size_t hl = (size_t)(comma - s);
+        if (hl < 7 || strncasecmp(comma - 7, ";base64", 7))
+            return sd_errf(err, SD_ERR_FORMAT, "a data URL that is not base64-encoded");
+        s = comma + 1;
+        len -= hl + 1;
+    }
+    return base64_decode(s, len, max_out, out, out_len, err);
 }
 
 size_t utf8_length(const char *s, size_t len)

@@ -39,6 +39,22 @@ void rfc3339_format(double unix_seconds, char out[RFC3339_LEN]);
  * string, or NULL when out of memory; *out_len (may be NULL) gets strlen. */
 char *base64_encode(const uint8_t *data, size_t len, size_t *out_len);
 
+/* Decode standard base64 (RFC 4648 alphabet; "-" and "_" of the URL-safe
+ * one accepted too; ASCII whitespace skipped; padding optional, as
+ * browsers' btoa output and Python's b64decode are both met). At most
+ * max_out bytes. Returns SD_OK with *out malloc'd (caller frees),
+ * SD_ERR_FORMAT with a message naming the first bad character or a
+ * truncated final group, SD_ERR_ARG when over max_out, SD_ERR_NOMEM. */
+int base64_decode(const char *s, size_t len, size_t max_out, uint8_t **out, size_t *out_len,
+                  struct sd_err *err);
+
+/* An image field as clients send it: bare base64, or a data URL
+ * ("data:image/png;base64,...."; media type and parameters are not
+ * checked, the bytes are). Decodes into *out like base64_decode. A data URL
+ * that is not base64-encoded is SD_ERR_FORMAT. */
+int image_field_decode(const char *s, size_t len, size_t max_out, uint8_t **out,
+                       size_t *out_len, struct sd_err *err);
+
 /* Number of Unicode code points in a valid UTF-8 string of len bytes
  * (counts bytes that do not start with 10xxxxxx). */
 size_t utf8_length(const char *s, size_t len);

@@ -74,32 +74,60 @@ static void finish(struct worker *w, const struct task *t, enum task_status st, 
 }
 
 static void store_result(struct worker *w, const struct task *t, const struct sd_image *img,
-                         const struct sd_params *p)
+                         int n, const struct sd_params *p)
 {
     struct server *srv = w->srv;
     struct sd_err err = {0};
-    uint8_t *png = NULL;
-    size_t len = 0;
-    if (sd_image_png(img, p, srv->model, &png, &len, &err)) {
+    struct blob pngs[SD_MAX_IMAGES] = {{0}};
+    int rc = SD_OK;
+    for (int k = 0; k < n && !rc; k++) {
+        struct sd_params pk = *p;
+        pk.seed = img[k].seed; /* the parameters that reproduce this image */
+        uint8_t *png = NULL;
+        rc = sd_image_png(&img[k], &pk, srv->model, &png, &pngs[k].len, &err);
+        pngs[k].data = png;
+    }
+    int owned = 0;
+    if (!rc && store_complete(&srv->store, t->id, w->name, now_unix(), pngs, n, &owned, &err)) {
+        server_log("task %s: storing the images failed: %s", t->id, err.msg);
+        snprintf(err.msg, sizeof err.msg, "the images could not be stored");
+        rc = SD_ERR_IO;
+    }
+    for (int k = 0; k < n; k++)
+        free((void *)pngs[k].data);
+    if (rc) {
         finish(w, t, TASK_FAILED, err.msg);
         return;
     }
-    int owned = 0;
-    if (store_complete(&srv->store, t->id, w->name, now_unix(), png, len, &owned, &err)) {
-        free(png);
-        server_log("task %s: storing the image failed: %s", t->id, err.msg);
-        finish(w, t, TASK_FAILED, "the image could not be stored");
-        return;
-    }
-    free(png);
     if (!owned) {
         server_log("task %s: lease lost before completion; result dropped", t->id);
         return;
     }
     metrics_count_finished(srv->metrics, TASK_COMPLETED);
-    metrics_observe_generation(srv->metrics, img->seconds);
-    server_log("task %s completed in %.2f s (%dx%d, seed %lld)", t->id, img->seconds,
-               img->width, img->height, (long long)t->seed);
+    metrics_observe_generation(srv->metrics, img[0].seconds);
+    server_log("task %s completed in %.2f s (%d image%s %dx%d, seed %lld)", t->id, img[0].seconds,
+               n, n == 1 ? "" : "s", img[0].width, img[0].height, (long long)t->seed);
+}
+
+/* The task's init image and mask from the store, decoded into req. */
+static int load_inputs(struct server *srv, const struct task *t, struct gen_request *req,
+                       struct sd_err *err)
+{
+    if (!req->has_init_image)
+        return SD_OK;
+    uint8_t *file[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    int rc = SD_OK;
+    for (int k = 0; k < 1 + req->has_mask && !rc; k++) {
+        rc = store_input(&srv->store, t->id, k, &file[k], &len[k], err);
+        if (!rc && !file[k])
+            rc = sd_errf(err, SD_ERR_IO, "the task's %s is missing from the store",
+                         k ? "mask" : "init image");
+    }
+    if (!rc)
+        rc = gen_request_load_images(req, file[0], len[0], file[1], len[1], err);
+    free(file[0]), free(file[1]);
+    return rc;
 }
 
 static void run_task(struct worker *w, const struct task *t)
@@ -116,14 +144,22 @@ static void run_task(struct worker *w, const struct task *t)
         set_running(w, "");
         return;
     }
+    if (load_inputs(srv, t, &req, &err)) {
+        finish(w, t, TASK_FAILED, err.msg);
+        gen_request_free(&req);
+        set_running(w, "");
+        return;
+    }
     struct sd_params p;
     gen_request_to_params(&req, &p);
     struct sd_callbacks cb = {.progress = on_progress, .user = w, .cancel = &w->cancel};
-    struct sd_image img = {0};
-    int rc = sd_generate(srv->model, &p, &cb, &img, &err);
+    struct sd_image img[SD_MAX_IMAGES];
+    memset(img, 0, sizeof img);
+    int rc = sd_generate(srv->model, &p, &cb, img, &err);
     if (rc == SD_OK) {
-        store_result(w, t, &img, &p);
-        sd_image_free(&img);
+        store_result(w, t, img, p.n_images, &p);
+        for (int k = 0; k < p.n_images; k++)
+            sd_image_free(&img[k]);
     } else if (rc == SD_ERR_CANCELLED) {
         pthread_mutex_lock(&w->mu);
         int reason = w->reason;
@@ -198,6 +234,16 @@ void worker_cancel(struct worker *w, const char *id)
         atomic_store(&w->cancel, 1);
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+int worker_running(struct worker *w, char *id)
+{
+    if (!w)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    memcpy(id, w->id, UUID_STR_LEN);
+    pthread_mutex_unlock(&w->mu);
+    return id[0] != '\0';
 }
 
 void worker_tick(struct worker *w)

@@ -27,6 +27,8 @@ int worker_start(struct worker **out, struct server *srv, struct sd_err *err);
 void worker_wake(struct worker *w);
 /* Stop the running task at its next step if it is `id`. */
 void worker_cancel(struct worker *w, const char *id);
+/* The id of the running task into id (UUID_STR_LEN bytes); 0 when idle. */
+int worker_running(struct worker *w, char *id);
 /* Renew the lease of the running task; honour store-side cancellations. */
 void worker_tick(struct worker *w);
 /* Interrupt (release) the running task and join the thread. The other

@@ -31,6 +31,8 @@ struct png_ctx {
     png_bytep *rows;
     png_text *text;
     int nomem;                 /* the failure was an allocation */
+    int rgba;                  /* decode to RGBA (alpha kept, 255 where none) */
+    int had_alpha;             /* decode: the file has an alpha channel or tRNS */
     char msg[160];             /* libpng's error message */
 };
 
@@ -247,14 +249,19 @@ static int decode_header(struct png_ctx *c, int max_side, png_uint_32 *w,
     *h = png_get_image_height(c->png, c->info);
     if (too_large(c, *w, *h, max_side))
         return 1;
-    /* Whatever the stored format, deliver 8-bit RGB. */
+    int ct = png_get_color_type(c->png, c->info);
+    c->had_alpha = (ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(c->png, c->info, PNG_INFO_tRNS);
+    /* Whatever the stored format, deliver 8-bit RGB (or RGBA). */
     png_set_expand(c->png);          /* palette, low bit depths, tRNS */
     png_set_strip_16(c->png);        /* high byte, as PIL */
-    png_set_strip_alpha(c->png);
+    if (c->rgba)
+        png_set_add_alpha(c->png, 0xff, PNG_FILLER_AFTER); /* no-op when there is alpha */
+    else
+        png_set_strip_alpha(c->png);
     png_set_gray_to_rgb(c->png);
     png_set_interlace_handling(c->png);
     png_read_update_info(c->png, c->info);
-    if (png_get_rowbytes(c->png, c->info) != (size_t)*w * 3)
+    if (png_get_rowbytes(c->png, c->info) != (size_t)*w * (c->rgba ? 4 : 3))
         png_error(c->png, "unexpected row size after conversion to RGB");
     return 0;
 }
@@ -276,7 +283,7 @@ static int decode_guarded(struct png_ctx *c, int max_side, png_uint_32 *w,
 #endif
     if (decode_header(c, max_side, w, h))
         return 1;
-    size_t stride = (size_t)*w * 3;
+    size_t stride = (size_t)*w * (c->rgba ? 4 : 3);
     c->buf = malloc(stride * *h);
     c->rows = malloc(*h * sizeof *c->rows);
     if (!c->buf || !c->rows) {
@@ -305,8 +312,8 @@ static char *find_params(const struct png_ctx *c, int *nomem)
     return NULL;
 }
 
-int png_decode_rgb(const uint8_t *data, size_t len, int max_side, uint8_t **rgb,
-                   int *w, int *h, char **params, struct sd_err *err)
+static int decode(const uint8_t *data, size_t len, int max_side, int rgba, uint8_t **rgb,
+                  int *w, int *h, char **params, int *had_alpha, struct sd_err *err)
 {
     SD_ASSERT(rgb && w && h);
     *rgb = NULL;
@@ -318,7 +325,7 @@ int png_decode_rgb(const uint8_t *data, size_t len, int max_side, uint8_t **rgb,
                        max_side);
     if (len < 8 || png_sig_cmp(data, 0, 8))
         return sd_errf(err, SD_ERR_FORMAT, "png: not a PNG file");
-    struct png_ctx c = {.in = data, .in_len = len};
+    struct png_ctx c = {.in = data, .in_len = len, .rgba = rgba};
     int r = prescan(&c, max_side);
     if (r)
         return sd_errf(err, r > 0 ? SD_ERR_UNSUPPORTED : SD_ERR_FORMAT,
@@ -343,7 +350,21 @@ int png_decode_rgb(const uint8_t *data, size_t len, int max_side, uint8_t **rgb,
     *rgb = c.buf;
     *w = (int)pw;
     *h = (int)ph;
+    if (had_alpha)
+        *had_alpha = c.had_alpha;
     return SD_OK;
+}
+
+int png_decode_rgb(const uint8_t *data, size_t len, int max_side, uint8_t **rgb,
+                   int *w, int *h, char **params, struct sd_err *err)
+{
+    return decode(data, len, max_side, 0, rgb, w, h, params, NULL, err);
+}
+
+int png_decode_rgba(const uint8_t *data, size_t len, int max_side, uint8_t **rgba,
+                    int *w, int *h, int *had_alpha, struct sd_err *err)
+{
+    return decode(data, len, max_side, 1, rgba, w, h, NULL, had_alpha, err);
 }
 
 /* ------------------------------------------------------------------------

@@ -51,6 +51,11 @@ int png_encode_rgb(const uint8_t *rgb, int w, int h, const char *const *text_kv,
 int png_decode_rgb(const uint8_t *data, size_t len, int max_side, uint8_t **rgb,
                    int *w, int *h, char **params, struct sd_err *err);
 
+/* The same to 8-bit RGBA: alpha kept (tRNS expanded), 255 where the file
+ * has none; *had_alpha (may be NULL) says whether it had any. */
+int png_decode_rgba(const uint8_t *data, size_t len, int max_side, uint8_t **rgba,
+                    int *w, int *h, int *had_alpha, struct sd_err *err);
+
 /* Write len bytes to path atomically: a temporary file in the same
  * directory, fsync'd, mode 0644, renamed over path. Readers see the old
  * file or the whole new one, never a partial write. SD_ERR_IO on failure

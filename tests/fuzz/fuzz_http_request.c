@@ -53,7 +53,7 @@ int fuzz_http_request(const uint8_t *data, size_t len)
     const char *body = (const char *)data + 1;
     size_t n = len - 1;
 
-    struct api_limits lim = {2000, 150, 1024};
+    struct api_limits lim = {2000, 150, 1024, 8, 1 << 20, 0};
     struct gen_request req;
     json_t *detail = NULL;
     int rc = api_parse_generate(body, n, ct, &lim, &req, &detail);

@@ -186,6 +186,17 @@ class Server:
             conn.close()
 
 
+def png_encode(w, h, ch, pixels):
+    """An 8-bit PNG of w x h pixels with ch channels (1 gray, 3 RGB, 4 RGBA)."""
+    ctype = {1: 0, 3: 2, 4: 6}[ch]
+    raw = b"".join(b"\0" + pixels[y * w * ch:(y + 1) * w * ch] for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def png_decode(data):
     """(width, height, channels, pixel bytes) of an 8-bit RGB/RGBA/gray PNG."""
     check(data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG")

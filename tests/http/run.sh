@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # tests/http/run.sh - HTTP integration tests of `diffusiond serve` against the
-# real binary: the API suite (test_http.py) and the web page in headless
-# Chromium (test_page.py; skipped when chromium is missing). Run from
+# real binary: the API suite (test_http.py), the compatible APIs with real
+# clients (test_compat.py: the openai and webuiapi packages from PyPI) and
+# the web page in headless Chromium through Selenium (test_page.py, run by
+# Debian's python3 with python3-selenium and chromium-driver). Run from
 # anywhere after `make`; BUILD selects the build directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 python3 tests/http/test_http.py --binary "$BUILD/diffusiond" "$@"
+python3 tests/http/test_compat.py --binary "$BUILD/diffusiond" "$@"
 python3 tests/http/test_page.py --binary "$BUILD/diffusiond"

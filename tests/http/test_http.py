@@ -178,11 +178,27 @@ def test_validation_422():
 
 
 def test_body_too_large_413():
-    big = {"prompt": "x" * (70 * 1024)}
-    r = SHARED.post("/generate", big)
+    # Routes without images: --max-body (64 KiB by default).
+    r = SHARED.post("/sdapi/v1/txt2img", {"prompt": "x" * (70 * 1024)})
     check(r.status == 413, r.status)
     check("too large" in r.json()["detail"], r.body)
-    # A body declared far beyond the limit is refused before it is read.
+    # Routes taking images: --max-upload (2 MiB on this server).
+    r = SHARED.post("/generate", {"prompt": "x", "init_image": "A" * (3 << 20)})
+    check(r.status == 413 and "2097152" in r.json()["detail"], (r.status, r.body[:200]))
+    r = SHARED.post("/v1/images/generations", {"prompt": "x" * (70 * 1024)})
+    check(r.status == 413 and "too large" in r.json()["error"]["message"], (r.status, r.body[:200]))
+    # A client that writes its whole body before reading (urllib) still
+    # gets the 413, not a broken pipe: the excess is read and dropped.
+    import urllib.request
+    import urllib.error
+    req = urllib.request.Request("http://127.0.0.1:%d/generate" % SHARED.port, data=b"x" * (12 << 20),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        check(False, "no error")
+    except urllib.error.HTTPError as e:
+        check(e.code == 413, e.code)
+    # A body declared far beyond any bound is refused before it is read.
     conn = http.client.HTTPConnection("127.0.0.1", SHARED.port, timeout=10)
     conn.putrequest("POST", "/generate")
     conn.putheader("Content-Type", "application/json")
@@ -485,7 +501,12 @@ def test_metrics_and_openapi():
     check(doc["openapi"].startswith("3."), doc["openapi"])
     want = {"/", "/health", "/openapi.json", "/metrics", "/generate", "/results/{task_id}",
             "/results/{task_id}/image", "/results/{task_id}/events",
-            "/results/{task_id}/cancel", "/models"}
+            "/results/{task_id}/cancel", "/models", "/sdapi/v1/txt2img", "/sdapi/v1/img2img",
+            "/sdapi/v1/options", "/sdapi/v1/sd-models", "/sdapi/v1/samplers",
+            "/sdapi/v1/schedulers", "/sdapi/v1/upscalers", "/sdapi/v1/latent-upscale-modes",
+            "/sdapi/v1/sd-vae", "/sdapi/v1/loras", "/sdapi/v1/scripts", "/sdapi/v1/progress",
+            "/sdapi/v1/interrupt", "/v1/images/generations", "/v1/images/edits",
+            "/v1/images/files/{task_id}", "/v1/models"}
     check(want == set(doc["paths"]), sorted(doc["paths"]))
     page = SHARED.get("/")
     check(page.status == 200 and b"<form" in page.body, page.status)
@@ -552,7 +573,7 @@ def main():
     ARGS, rest = ap.parse_known_args()
     ARGS.binary = os.path.abspath(ARGS.binary)
     TMP = tempfile.mkdtemp(prefix="diffusiond-http-")
-    SHARED = Server(ARGS.binary, data_dir("shared"), ARGS.model, ["--rate-limit", "0"])
+    SHARED = Server(ARGS.binary, data_dir("shared"), ARGS.model, ["--max-upload", str(2 << 20)])
     runner = Runner(rest)
     try:
         SHARED.start()

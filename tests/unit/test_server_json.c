@@ -8,7 +8,7 @@
 #include "server/api/json_api.h"
 #include "test.h"
 
-static const struct api_limits lim = {2000, 150, 1024};
+static const struct api_limits lim = {2000, 150, 1024, 8, 1 << 20, 0};
 
 static const struct {
     const char *body;
@@ -170,7 +170,7 @@ TEST(server_json_body_level_errors)
 
 TEST(server_json_prompt_length_in_characters)
 {
-    struct api_limits small = {3, 150, 1024};
+    struct api_limits small = {3, 150, 1024, 8, 1 << 20, 0};
     struct gen_request r;
     json_t *detail = NULL;
     const char *ok = "{\"prompt\":\"\xc3\xa9\xc3\xa9\xc3\xa9\"}"; /* 3 chars, 6 bytes */

@@ -83,6 +83,13 @@ TEST(server_auth_keys)
     CHECK(!auth_check(a, "Bearer alpha-key-12"));
     CHECK(!auth_check(a, "Bearer #gamma"));
     CHECK(!auth_check(a, "Basic alpha-key-1"));
+    /* Basic: the key is the password, any user (A1111 clients). */
+    CHECK(auth_check(a, "Basic d2VidWk6YWxwaGEta2V5LTE="));     /* webui:alpha-key-1 */
+    CHECK(auth_check(a, "basic OmJldGFfa2V5XzI="));             /* :beta_key_2 */
+    CHECK(!auth_check(a, "Basic YWxwaGEta2V5LTE="));            /* alpha-key-1, no colon */
+    CHECK(!auth_check(a, "Basic d2VidWk6YWxwaGEta2V5LTI="));    /* webui:alpha-key-2 */
+    CHECK(!auth_check(a, "Basic "));
+    CHECK(!auth_check(a, "Basic %%%"));
     CHECK(!auth_check(a, "Beareralpha-key-1"));
     CHECK(!auth_check(a, "Bearer "));
     CHECK(!auth_check(a, NULL));

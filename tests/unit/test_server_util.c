@@ -57,6 +57,43 @@ TEST(server_base64)
     free(e);
 }
 
+TEST(server_base64_decode)
+{
+    static const struct { const char *in, *out; int rc; } v[] = {
+        {"", "", SD_OK}, {"Zg==", "f", SD_OK}, {"Zm8=", "fo", SD_OK}, {"Zm9vYmFy", "foobar", SD_OK},
+        {"Zg", "f", SD_OK},                      /* padding optional */
+        {"Zm9v\r\nYmFy ", "foobar", SD_OK},      /* whitespace skipped */
+        {"-_-_", "\xfb\xff\xbf", SD_OK},         /* URL-safe alphabet */
+        {"Z", NULL, SD_ERR_FORMAT},              /* truncated group */
+        {"Zm9vY", NULL, SD_ERR_FORMAT},
+        {"Zg===", NULL, SD_ERR_FORMAT},          /* too much padding */
+        {"Zg==Zg==", NULL, SD_ERR_FORMAT},       /* data after padding */
+        {"Zm9v!", NULL, SD_ERR_FORMAT},          /* not base64 */
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint8_t *out = NULL;
+        size_t n = 0;
+        struct sd_err err = {0};
+        int rc = base64_decode(v[i].in, strlen(v[i].in), 100, &out, &n, &err);
+        CHECK_MSG(rc == v[i].rc, "case %zu: rc %d (%s)", i, rc, err.msg);
+        if (!rc)
+            CHECK(n == strlen(v[i].out) && !memcmp(out, v[i].out, n));
+        else
+            CHECK(!out && err.msg[0]);
+        free(out);
+    }
+    uint8_t *out;
+    size_t n;
+    CHECK(base64_decode("Zm9vYmFy", 8, 5, &out, &n, NULL) == SD_ERR_ARG); /* over max_out */
+    CHECK(image_field_decode("data:image/png;base64,Zm9v", 26, 100, &out, &n, NULL) == SD_OK);
+    CHECK(n == 3 && !memcmp(out, "foo", 3));
+    free(out);
+    CHECK(image_field_decode("DATA:image/jpeg;name=x;base64,Zm9v", 34, 100, &out, &n, NULL) == SD_OK);
+    free(out);
+    CHECK(image_field_decode("data:image/png,Zm9v", 19, 100, &out, &n, NULL) == SD_ERR_FORMAT);
+    CHECK(image_field_decode("data:image/png;base64", 21, 100, &out, &n, NULL) == SD_ERR_FORMAT);
+}
+
 TEST(server_utf8_length)
 {
     CHECK(utf8_length("abc", 3) == 3);

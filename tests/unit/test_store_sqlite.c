@@ -46,7 +46,7 @@ static void new_task(struct task *t, const char *prompt, double created)
 static int put(struct store *st, struct task *t, int cap)
 {
     int accepted = -1;
-    int rc = store_put(st, t, cap, &accepted, NULL);
+    int rc = store_put(st, t, NULL, 0, cap, &accepted, NULL);
     return rc ? -1 : accepted;
 }
 
@@ -102,19 +102,21 @@ TEST(store_sqlite_complete_and_image)
     CHECK(store_heartbeat(&st, t.id, "w2", 20, 30, &owned, &cancel, NULL) == SD_OK && !owned);
 
     const uint8_t png[] = {0x89, 'P', 'N', 'G', 0, 1, 2, 3};
-    CHECK(store_complete(&st, t.id, "w2", 30, png, sizeof png, &owned, NULL) == SD_OK);
+    const struct blob one = {png, sizeof png};
+    CHECK(store_complete(&st, t.id, "w2", 30, &one, 1, &owned, NULL) == SD_OK);
     CHECK(!owned); /* not the owner: nothing changes */
     CHECK(store_progress(&st, t.id, "w1", 5, 5, NULL) == SD_OK);
-    CHECK(store_complete(&st, t.id, "w1", 30, png, sizeof png, &owned, NULL) == SD_OK && owned);
+    CHECK(store_complete(&st, t.id, "w1", 30, &one, 1, &owned, NULL) == SD_OK && owned);
     CHECK(store_get(&st, t.id, &got, &found, NULL) == SD_OK && found);
-    CHECK(got.status == TASK_COMPLETED && got.has_image && got.finished_at == 30);
+    CHECK(got.status == TASK_COMPLETED && got.n_images == 1 && got.finished_at == 30);
     CHECK(got.step == 5 && got.total_steps == 5 && got.created_at == 1);
     task_clear(&got);
     uint8_t *img;
     size_t len;
-    CHECK(store_image(&st, t.id, &img, &len, NULL) == SD_OK);
+    CHECK(store_image(&st, t.id, 0, &img, &len, NULL) == SD_OK);
     CHECK(img && len == sizeof png && !memcmp(img, png, len));
     free(img);
+    CHECK(store_image(&st, t.id, 1, &img, &len, NULL) == SD_OK && img == NULL);
 
     enum cancel_result cr;
     CHECK(store_cancel(&st, t.id, 40, &cr, NULL) == SD_OK && cr == CANCEL_TOO_LATE);
@@ -122,7 +124,7 @@ TEST(store_sqlite_complete_and_image)
     uuid4_new(other, NULL);
     CHECK(store_cancel(&st, other, 40, &cr, NULL) == SD_OK && cr == CANCEL_NOT_FOUND);
     CHECK(store_get(&st, other, &got, &found, NULL) == SD_OK && !found);
-    CHECK(store_image(&st, other, &img, &len, NULL) == SD_OK && img == NULL);
+    CHECK(store_image(&st, other, 0, &img, &len, NULL) == SD_OK && img == NULL);
     store_close(&st);
     rm_tmp();
 }
@@ -231,7 +233,8 @@ TEST(store_sqlite_expire)
     CHECK(store_claim(&st, "w", 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
     task_clear(&got);
     const uint8_t png[] = {1, 2, 3};
-    CHECK(store_complete(&st, a.id, "w", 50, png, 3, &owned, NULL) == SD_OK && owned);
+    const struct blob one = {png, 3};
+    CHECK(store_complete(&st, a.id, "w", 50, &one, 1, &owned, NULL) == SD_OK && owned);
     CHECK(put(&st, &b, 10) == 1);
     char path[400];
     snprintf(path, sizeof path, "%s/images/%s.png", tmpdir, a.id);
@@ -240,13 +243,139 @@ TEST(store_sqlite_expire)
     CHECK(store_expire(&st, 60, &n, NULL) == SD_OK && n == 1);
     CHECK(access(path, F_OK) != 0);
     CHECK(store_get(&st, a.id, &got, &found, NULL) == SD_OK && found);
-    CHECK(got.status == TASK_EXPIRED && !got.prompt && !got.params && !got.has_image);
+    CHECK(got.status == TASK_EXPIRED && !got.prompt && !got.params && !got.n_images);
     task_clear(&got);
     CHECK(store_get(&st, b.id, &got, &found, NULL) == SD_OK && got.status == TASK_PENDING);
     task_clear(&got);
     /* Tombstones are forgotten a month after expiry. */
     CHECK(store_expire(&st, 60 + 31 * 86400.0, &n, NULL) == SD_OK);
     CHECK(store_get(&st, a.id, &got, &found, NULL) == SD_OK && !found);
+    store_close(&st);
+    rm_tmp();
+}
+
+TEST(store_sqlite_inputs_and_several_images)
+{
+    struct store st;
+    if (open_tmp(&st))
+        SKIP("cannot open a store in /tmp");
+    struct task t, got;
+    new_task(&t, "img2img", 1);
+    const struct blob in[2] = {{(const uint8_t *)"init-bytes", 10}, {(const uint8_t *)"mask", 4}};
+    int accepted = 0, claimed, owned, found, n;
+    CHECK(store_put(&st, &t, in, 2, 10, &accepted, NULL) == SD_OK && accepted);
+    uint8_t *data;
+    size_t len;
+    CHECK(store_input(&st, t.id, 0, &data, &len, NULL) == SD_OK);
+    CHECK(data && len == 10 && !memcmp(data, "init-bytes", 10));
+    free(data);
+    CHECK(store_input(&st, t.id, 1, &data, &len, NULL) == SD_OK && len == 4);
+    free(data);
+    CHECK(store_input(&st, t.id, 2, &data, &len, NULL) == SD_OK && !data);
+    CHECK(store_input(&st, t.id, -1, &data, &len, NULL) == SD_OK && !data);
+
+    /* A refused put keeps nothing: neither row nor files. */
+    struct task full;
+    new_task(&full, "refused", 2);
+    CHECK(store_put(&st, &full, in, 2, 1, &accepted, NULL) == SD_OK && !accepted);
+    char path[400];
+    snprintf(path, sizeof path, "%s/images/%s.in0", tmpdir, full.id);
+    CHECK(access(path, F_OK) != 0);
+
+    CHECK(store_claim(&st, "w", 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(got.n_inputs == 2 && got.n_images == 0);
+    task_clear(&got);
+    struct blob out[3] = {{(const uint8_t *)"A", 1}, {(const uint8_t *)"BB", 2},
+                          {(const uint8_t *)"CCC", 3}};
+    CHECK(store_complete(&st, t.id, "w", 20, out, 3, &owned, NULL) == SD_OK && owned);
+    CHECK(store_get(&st, t.id, &got, &found, NULL) == SD_OK && found && got.n_images == 3);
+    task_clear(&got);
+    for (int k = 0; k < 3; k++) {
+        CHECK(store_image(&st, t.id, k, &data, &len, NULL) == SD_OK);
+        CHECK(data && len == (size_t)k + 1 && data[0] == "ABC"[k]);
+        free(data);
+    }
+    CHECK(store_image(&st, t.id, 3, &data, &len, NULL) == SD_OK && !data);
+    /* Expiry removes every image and input file. */
+    CHECK(store_expire(&st, 30, &n, NULL) == SD_OK && n == 1);
+    const char *names[] = {"%s/images/%s.png", "%s/images/%s.1.png", "%s/images/%s.2.png",
+                           "%s/images/%s.in0", "%s/images/%s.in1"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, names[i], tmpdir, t.id);
+        CHECK(access(path, F_OK) != 0);
+    }
+    CHECK(store_input(&st, t.id, 0, &data, &len, NULL) == SD_OK && !data);
+    store_close(&st);
+    rm_tmp();
+}
+
+/* A database written by the previous schema (one image per task) opens,
+ * gains the counts, and keeps its completed task's image readable. */
+TEST(store_sqlite_migrates_schema_1)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sd_store_XXXXXX");
+    if (!mkdtemp(tmpdir))
+        SKIP("no /tmp");
+    char cmd[4096], id[UUID_STR_LEN];
+    uuid4_new(id, NULL);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/images && printf PNG > %s/images/%s.png && sqlite3 %s/diffusiond.db "
+             "\"CREATE TABLE tasks(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+             "status TEXT NOT NULL, prompt TEXT, params TEXT, seed INTEGER NOT NULL DEFAULT 0, "
+             "step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0, "
+             "created_at REAL NOT NULL, started_at REAL, finished_at REAL, worker TEXT, "
+             "lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT "
+             "NULL DEFAULT 0, error_message TEXT, image TEXT); INSERT INTO tasks(id, status, "
+             "prompt, params, created_at, finished_at, image) VALUES('%s', 'completed', 'old', "
+             "'{}', 1, 2, '%s.png'); PRAGMA user_version=1;\" 2>/dev/null",
+             tmpdir, tmpdir, id, tmpdir, id, id);
+    if (system(cmd) != 0) {
+        rm_tmp();
+        SKIP("no sqlite3 command-line tool");
+    }
+    struct store st;
+    struct sd_err err = {0};
+    CHECK(store_sqlite_open(&st, tmpdir, &err) == SD_OK);
+    struct task got;
+    int found;
+    CHECK(store_get(&st, id, &got, &found, NULL) == SD_OK && found);
+    CHECK(got.status == TASK_COMPLETED && got.n_images == 1 && got.n_inputs == 0);
+    task_clear(&got);
+    uint8_t *data;
+    size_t len;
+    CHECK(store_image(&st, id, 0, &data, &len, NULL) == SD_OK && data && len == 3);
+    free(data);
+    store_close(&st);
+    rm_tmp();
+}
+
+/* Half-written files of a crash are removed at open; finished ones stay. */
+TEST(store_sqlite_removes_stray_temporaries)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sd_store_XXXXXX");
+    if (!mkdtemp(tmpdir))
+        SKIP("no /tmp");
+    char id[UUID_STR_LEN], path[400];
+    uuid4_new(id, NULL);
+    snprintf(path, sizeof path, "%s/images", tmpdir);
+    mkdir(path, 0755);
+    const char *stray[] = {"%s.png.a1B2c3", "%s.3.png.XyZ123", "%s.in1.q1w2e3"};
+    const char *keep[] = {"%s.png", "%s.3.png", "%s.in1", "%s.txt.abcdef", "notes.png.abcdef"};
+    char name[128];
+    for (int i = 0; i < 3 + 5; i++) {
+        snprintf(name, sizeof name, i < 3 ? stray[i] : keep[i - 3], id);
+        snprintf(path, sizeof path, "%s/images/%s", tmpdir, name);
+        FILE *f = fopen(path, "w");
+        if (f)
+            fclose(f);
+    }
+    struct store st;
+    CHECK(store_sqlite_open(&st, tmpdir, NULL) == SD_OK);
+    for (int i = 0; i < 3 + 5; i++) {
+        snprintf(name, sizeof name, i < 3 ? stray[i] : keep[i - 3], id);
+        snprintf(path, sizeof path, "%s/images/%s", tmpdir, name);
+        CHECK_EQ_INT(access(path, F_OK) == 0, i >= 3);
+    }
     store_close(&st);
     rm_tmp();
 }
@@ -266,7 +395,8 @@ static void *claim_all(void *arg)
         if (store_claim(c->st, c->worker, now_unix(), 30, &t, &claimed, NULL) || !claimed)
             break;
         int owned = 0;
-        store_complete(c->st, t.id, c->worker, now_unix(), (const uint8_t *)"x", 1, &owned, NULL);
+        const struct blob x = {(const uint8_t *)"x", 1};
+        store_complete(c->st, t.id, c->worker, now_unix(), &x, 1, &owned, NULL);
         c->claimed += owned;
         task_clear(&t);
     }

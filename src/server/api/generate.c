@@ -5,25 +5,11 @@
  * the model (422), then the queue must have room (503 + Retry-After).
  * The task is durable (in the store) before 202 goes out.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/metrics.h"
 #include "server/api/api.h"
-#include "server/worker.h"
-
-/* A random seed that JavaScript clients can hold exactly (< 2^32), chosen
- * here so that the stored task, the result and a rerun after a crash all use
- * the same one. */
-static int64_t random_seed(void)
-{
-    uint32_t v = 0;
-    if (random_bytes(&v, sizeof v, NULL))
-        v = (uint32_t)(now_unix() * 1e6);
-    return (int64_t)v;
-}
 
 static enum MHD_Result value_error(struct http_request *r, json_t *body, const char *msg)
 {
@@ -33,58 +19,6 @@ static enum MHD_Result value_error(struct http_request *r, json_t *body, const c
     json_t *item = api_error_item("value_error", NULL, text, body, ctx);
     json_decref(ctx);
     return http_reply_json(r, 422, json_pack("{s:[o]}", "detail", item), NULL);
-}
-
-/* Seconds until a client should look again, from recent generation times. */
-static long estimate_seconds(struct server *srv, int tasks_ahead)
-{
-    double t = metrics_typical_generation(srv->metrics, 5.0) * (tasks_ahead > 0 ? tasks_ahead : 1);
-    if (t < 1)
-        return 1;
-    return t > 3600 ? 3600 : (long)ceil(t);
-}
-
-static enum MHD_Result queue(struct server *srv, struct http_request *r, struct gen_request *req)
-{
-    struct task t = {0};
-    struct sd_err err = {0};
-    if (uuid4_new(t.id, &err))
-        return http_reply_detail(r, 500, "Could not create a task id.", NULL);
-    json_t *params = gen_request_to_json(req);
-    t.params = params ? json_api_dumps(params, NULL) : NULL;
-    json_decref(params);
-    if (!t.params)
-        return http_reply_detail(r, 500, "Out of memory.", NULL);
-    t.prompt = req->prompt;
-    t.seed = req->seed;
-    t.created_at = now_unix();
-    int accepted = 0;
-    int rc = store_put(&srv->store, &t, (int)srv->cfg.queue_capacity, &accepted, &err);
-    free(t.params);
-    if (rc) {
-        server_log("queueing a task failed: %s", err.msg);
-        return http_reply_detail(r, 500, "The task could not be stored.", NULL);
-    }
-    char secs[32];
-    if (!accepted) {
-        snprintf(secs, sizeof secs, "%ld", estimate_seconds(srv, 1));
-        const char *hdr[] = {"Retry-After", secs, NULL};
-        char msg[128];
-        snprintf(msg, sizeof msg, "Queue is full (%lld tasks waiting); retry later.",
-                 srv->cfg.queue_capacity);
-        return http_reply_detail(r, 503, msg, hdr);
-    }
-    worker_wake(srv->worker);
-    int pos = 0;
-    store_position(&srv->store, t.id, &pos, NULL);
-    char location[64];
-    snprintf(location, sizeof location, "/results/%s", t.id);
-    snprintf(secs, sizeof secs, "%ld", estimate_seconds(srv, pos));
-    const char *hdr[] = {"Location", location, "Retry-After", secs, NULL};
-    json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:I}", "task_id", t.id, "status", "pending",
-                             "message", "Task received and queued for processing.",
-                             "queue_position", pos, "seed", (json_int_t)t.seed);
-    return http_reply_json(r, 202, body, hdr);
 }
 
 enum MHD_Result api_generate(struct server *srv, struct http_request *r)
@@ -98,32 +32,41 @@ enum MHD_Result api_generate(struct server *srv, struct http_request *r)
         return http_reply_json(r, 422, json_pack("{s:o}", "detail", detail), NULL);
     if (rc)
         return http_reply_detail(r, 500, "Out of memory.", NULL);
-    if (!srv->model) {
-        gen_request_free(&req);
-        return http_reply_detail(r, 503, "Model is not available or failed to load.", NULL);
-    }
-    const struct sd_model_info *info = sd_model_get_info(srv->model);
-    if (!req.has_guidance) /* the pipeline's: 7.5 for SD, 5.0 for SDXL */
-        req.guidance = info->default_guidance;
-    if (!req.width)
-        req.width = info->default_width;
-    if (!req.height)
-        req.height = info->default_height;
-    if (!req.has_seed) {
-        req.seed = random_seed();
-        req.has_seed = 1;
-    }
-    struct sd_params p;
-    struct sd_err err = {0};
-    gen_request_to_params(&req, &p);
-    enum MHD_Result ret;
-    if (sd_params_check(srv->model, &p, &err)) {
-        json_t *body = json_loadb(r->body, r->body_len, JSON_DECODE_ANY, NULL);
-        ret = value_error(r, body, err.msg);
-        json_decref(body);
-    } else {
-        ret = queue(srv, r, &req);
-    }
+    struct submission sub;
+    enum submit_status st = api_submit(srv, &req, &sub);
     gen_request_free(&req);
-    return ret;
+    char secs[32], location[64];
+    snprintf(secs, sizeof secs, "%ld", sub.retry_after);
+    switch (st) {
+    case SUBMIT_QUEUED: {
+        snprintf(location, sizeof location, "/results/%s", sub.id);
+        const char *hdr[] = {"Location", location, "Retry-After", secs, NULL};
+        json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:I}", "task_id", sub.id, "status", "pending",
+                                 "message", "Task received and queued for processing.",
+                                 "queue_position", sub.position, "seed", (json_int_t)sub.seed);
+        return http_reply_json(r, 202, body, hdr);
+    }
+    case SUBMIT_INVALID: {
+        /* The body as input, without the image data it may carry. */
+        json_t *body = json_loadb(r->body, r->body_len, JSON_DECODE_ANY, NULL);
+        if (json_is_object(body)) {
+            if (json_is_string(json_object_get(body, "init_image")))
+                json_object_set_new(body, "init_image", json_string("<image data>"));
+            if (json_is_string(json_object_get(body, "mask")))
+                json_object_set_new(body, "mask", json_string("<image data>"));
+        }
+        enum MHD_Result ret = value_error(r, body, sub.message);
+        json_decref(body);
+        return ret;
+    }
+    case SUBMIT_NO_MODEL:
+        return http_reply_detail(r, 503, sub.message, NULL);
+    case SUBMIT_FULL: {
+        const char *hdr[] = {"Retry-After", secs, NULL};
+        return http_reply_detail(r, 503, sub.message, hdr);
+    }
+    case SUBMIT_FAILED:
+        break;
+    }
+    return http_reply_detail(r, 500, sub.message, NULL);
 }

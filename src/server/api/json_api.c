@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/sutil.h"
+#include "util/imgdec.h"
 
 
 /* ------------------------------------------------------------------------ */
@@ -177,6 +179,21 @@ static int parse_float_string(const char *s, double *out)
     buf[n] = '\0';
     *out = strtod(buf, NULL); /* overflow gives +-inf, as Python's float() */
     return 1;
+}
+
+int api_json_number(const json_t *v, double *out)
+{
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+    } else if (json_is_boolean(v)) {
+        *out = json_is_true(v);
+    } else if (json_is_string(v)) {
+        if (!parse_float_string(json_string_value(v), out))
+            return 0;
+    } else {
+        return 0;
+    }
+    return isfinite(*out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -424,6 +441,161 @@ static void check_loras(json_t *errs, json_t *v, struct gen_request *req)
     }
 }
 
+int api_decode_image(const char *what, const uint8_t *file, size_t len, uint8_t **rgb, int *w,
+                     int *h, struct sd_err *err)
+{
+    struct sd_err e = {0};
+    int rc = image_decode_rgb(file, len, API_INPUT_MAX_SIDE, API_INPUT_MAX_PIXELS, rgb, w, h, &e);
+    if (rc == SD_ERR_NOMEM)
+        return sd_errf(err, rc, "%s: out of memory", what);
+    if (rc)
+        return sd_errf(err, rc, "%s: %s", what, e.msg);
+    return SD_OK;
+}
+
+int gen_request_load_images(struct gen_request *r, const uint8_t *init, size_t init_len,
+                            const uint8_t *mask, size_t mask_len, struct sd_err *err)
+{
+    free(r->init_rgb), free(r->mask_rgb);
+    r->init_rgb = r->mask_rgb = NULL;
+    int rc = api_decode_image("init_image", init, init_len, &r->init_rgb, &r->init_width,
+                              &r->init_height, err);
+    if (!rc && r->has_mask)
+        rc = api_decode_image("mask", mask, mask_len, &r->mask_rgb, &r->mask_width,
+                              &r->mask_height, err);
+    if (!rc && r->mask_rgb && r->mask_invert)
+        for (size_t i = 0; i < (size_t)r->mask_width * (size_t)r->mask_height * 3; i++)
+            r->mask_rgb[i] = (uint8_t)(255 - r->mask_rgb[i]);
+    return rc;
+}
+
+int gen_request_set_image_file(struct gen_request *r, int which, const char *field,
+                               const uint8_t *data, size_t len, struct sd_err *err)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return sd_errf(err, SD_ERR_NOMEM, "%s: out of memory", field);
+    memcpy(copy, data, len);
+    uint8_t **rgb = which ? &r->mask_rgb : &r->init_rgb;
+    int *w = which ? &r->mask_width : &r->init_width, *h = which ? &r->mask_height : &r->init_height;
+    free(*rgb);
+    *rgb = NULL;
+    int rc = api_decode_image(field, copy, len, rgb, w, h, err);
+    if (rc) {
+        free(copy);
+        return rc;
+    }
+    if (which) {
+        free(r->mask_file);
+        r->mask_file = copy, r->mask_file_len = len, r->has_mask = 1;
+        if (r->mask_invert)
+            for (size_t i = 0; i < (size_t)*w * (size_t)*h * 3; i++)
+                r->mask_rgb[i] = (uint8_t)(255 - r->mask_rgb[i]);
+    } else {
+        free(r->init_file);
+        r->init_file = copy, r->init_file_len = len, r->has_init_image = 1;
+    }
+    return SD_OK;
+}
+
+int gen_request_set_image(struct gen_request *r, int which, const char *field, const char *text,
+                          size_t len, size_t max_bytes, struct sd_err *err)
+{
+    uint8_t *file = NULL;
+    size_t n = 0;
+    struct sd_err e = {0};
+    int rc = image_field_decode(text, len, max_bytes, &file, &n, &e);
+    if (rc)
+        return sd_errf(err, rc, "%s: %s", field, e.msg);
+    rc = gen_request_set_image_file(r, which, field, file, n, err);
+    free(file);
+    return rc;
+}
+
+/* "init_image" / "mask": a base64 (or data: URL) PNG or JPEG, decoded into
+ * *file (owned by the caller); or, reading back a stored request, true. */
+static void check_image_field(json_t *errs, const char *field, json_t *v,
+                              const struct api_limits *lim, int *has, uint8_t **file,
+                              size_t *file_len)
+{
+    *has = 0;
+    if (!v || json_is_null(v) || (lim->stored && json_is_false(v)))
+        return;
+    if (lim->stored && json_is_true(v)) {
+        *has = 1;
+        return;
+    }
+    if (!json_is_string(v)) {
+        add_error(errs, "string_type", field, "Input should be a valid string", v, NULL);
+        return;
+    }
+    struct sd_err e = {0};
+    if (image_field_decode(json_string_value(v), json_string_length(v), lim->max_input_bytes, file,
+                           file_len, &e)) {
+        char msg[SD_ERR_MSG_MAX + 64];
+        snprintf(msg, sizeof msg, "Value error, %s: %s", field, e.msg);
+        json_t *input = json_string("<image data>");
+        add_error(errs, "value_error", field, msg, input, json_pack("{s:s}", "error", e.msg));
+        json_decref(input);
+        return;
+    }
+    *has = 1;
+}
+
+static int check_bool(json_t *errs, const char *field, json_t *v, int *out)
+{
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 1;
+    if (json_is_boolean(v)) {
+        *out = json_is_true(v);
+        return 1;
+    }
+    if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1)) {
+        *out = (int)json_integer_value(v);
+        return 1;
+    }
+    const char *sv = json_string_value(v);
+    static const char *const yes[] = {"true", "1", "yes", "on", "t", "y"};
+    static const char *const no[] = {"false", "0", "no", "off", "f", "n"};
+    for (int i = 0; sv && i < 6; i++) {
+        if (!strcasecmp(sv, yes[i]))
+            return *out = 1;
+        if (!strcasecmp(sv, no[i]))
+            return 1;
+    }
+    add_error(errs, "bool_parsing", field, "Input should be a valid boolean, unable to interpret input", v,
+              NULL);
+    return 0;
+}
+
+/* Images of a client request: decoded now, so that a broken one is refused
+ * at submission with the reason. */
+static void check_images(json_t *errs, json_t *body, const struct api_limits *lim,
+                         struct gen_request *req)
+{
+    check_image_field(errs, "init_image", json_object_get(body, "init_image"), lim,
+                      &req->has_init_image, &req->init_file, &req->init_file_len);
+    check_image_field(errs, "mask", json_object_get(body, "mask"), lim, &req->has_mask,
+                      &req->mask_file, &req->mask_file_len);
+    if (req->has_mask && !req->has_init_image && !json_object_get(body, "init_image")) {
+        add_error(errs, "missing", "init_image", "Field required", body, NULL);
+        return;
+    }
+    if (lim->stored || json_array_size(errs) || !req->has_init_image)
+        return;
+    struct sd_err e = {0};
+    if (gen_request_load_images(req, req->init_file, req->init_file_len, req->mask_file,
+                                req->mask_file_len, &e)) {
+        const char *field = strncmp(e.msg, "mask", 4) ? "init_image" : "mask";
+        char msg[SD_ERR_MSG_MAX + 16];
+        snprintf(msg, sizeof msg, "Value error, %s", e.msg);
+        json_t *input = json_string("<image data>");
+        add_error(errs, "value_error", field, msg, input, json_pack("{s:s}", "error", e.msg));
+        json_decref(input);
+    }
+}
+
 /* Validate every field of the object `body` into req. */
 static void check_fields(json_t *errs, json_t *body, const struct api_limits *lim,
                          struct gen_request *req)
@@ -466,6 +638,23 @@ static void check_fields(json_t *errs, json_t *body, const struct api_limits *li
             *mdst[i] = (int)v;
     }
     check_loras(errs, json_object_get(body, "loras"), req);
+    json_t *st = json_object_get(body, "strength");
+    if (st && !json_is_null(st))
+        check_float(errs, "strength", st, 0.0, 0.0, 1.0, &req->strength);
+    check_bool(errs, "mask_invert", json_object_get(body, "mask_invert"), &req->mask_invert);
+    struct int_spec ni = {"num_images", 0, 1, 1, lim->max_images, 0};
+    if (check_int(errs, &ni, json_object_get(body, "num_images"), &v, &present))
+        req->n_images = (int)v;
+    check_bool(errs, "seed_per_image", json_object_get(body, "seed_per_image"),
+               &req->seed_per_image);
+    check_images(errs, body, lim, req);
+    if (lim->stored) {
+        const char *api = json_string_value(json_object_get(body, "api"));
+        static const char *const apis[] = {"a1111", "openai"};
+        for (int i = 0; api && i < 2; i++)
+            if (!strcmp(api, apis[i]))
+                req->api = apis[i];
+    }
 }
 
 int api_parse_generate(const char *body, size_t len, const char *content_type,
@@ -523,6 +712,7 @@ void gen_request_free(struct gen_request *r)
 {
     free(r->prompt);
     free(r->negative_prompt);
+    free(r->init_file), free(r->mask_file), free(r->init_rgb), free(r->mask_rgb);
     for (int i = 0; i < r->n_loras; i++)
         free(r->lora_names[i]);
     memset(r, 0, sizeof *r);
@@ -550,6 +740,19 @@ json_t *gen_request_to_json(const struct gen_request *r)
     for (int i = 0; i < 6; i++)
         if (micro[i])
             json_object_set_new(o, names[i], json_integer(micro[i]));
+    if (r->has_init_image) {
+        json_object_set_new(o, "init_image", json_true());
+        json_object_set_new(o, "strength", r->strength > 0 ? json_real(r->strength) : json_null());
+    }
+    if (r->has_mask) {
+        json_object_set_new(o, "mask", json_true());
+        json_object_set_new(o, "mask_invert", json_boolean(r->mask_invert));
+    }
+    json_object_set_new(o, "num_images", json_integer(r->n_images > 0 ? r->n_images : 1));
+    if (r->seed_per_image)
+        json_object_set_new(o, "seed_per_image", json_true());
+    if (r->api)
+        json_object_set_new(o, "api", json_string(r->api));
     if (r->n_loras) {
         json_t *a = json_array();
         for (int i = 0; i < r->n_loras; i++)
@@ -561,7 +764,7 @@ json_t *gen_request_to_json(const struct gen_request *r)
 
 int gen_request_from_text(const char *text, struct gen_request *r, struct sd_err *err)
 {
-    struct api_limits lim = {SD_MAX_PROMPT, SD_MAX_STEPS, SD_MAX_SIDE};
+    struct api_limits lim = {SD_MAX_PROMPT, SD_MAX_STEPS, SD_MAX_SIDE, SD_MAX_IMAGES, 0, 1};
     json_t *detail = NULL;
     int rc = api_parse_generate(text, strlen(text), NULL, &lim, r, &detail);
     if (rc == SD_ERR_ARG) {
@@ -598,4 +801,12 @@ void gen_request_to_params(struct gen_request *r, struct sd_params *p)
         r->loras[i] = (struct sd_lora){r->lora_names[i], (float)r->lora_weights[i]};
     p->loras = r->n_loras ? r->loras : NULL;
     p->n_loras = r->n_loras;
+    p->init_image = r->init_rgb;
+    p->init_width = r->init_width, p->init_height = r->init_height;
+    p->strength = (float)r->strength;
+    p->mask = r->mask_rgb;
+    p->mask_width = r->mask_width, p->mask_height = r->mask_height;
+    p->mask_channels = r->mask_rgb ? 3 : 0;
+    p->n_images = r->n_images > 0 ? r->n_images : 1;
+    p->seed_per_image = r->seed_per_image;
 }

@@ -22,6 +22,16 @@
  *     scheduler            one of the engine's names | null (null: the model's)
  *     eta                  float = 0, 0..1 (DDIM)
  *     clip_skip            int | null, 0..24
+ *     init_image           str | null: base64 PNG/JPEG or a data: URL (img2img)
+ *     mask                 str | null: the same; white = repaint (needs init_image)
+ *     strength             float | null, 0..1 (null: 0.8, inpainting 1.0)
+ *     mask_invert          bool = false: black = repaint instead
+ *     num_images           int = 1, 1..max_images
+ *     seed_per_image       bool = false: image k gets seed + k (A1111) instead
+ *                          of one generator for the batch (diffusers)
+ *
+ * init_image and mask are decoded here (limits checked before pixels are
+ * allocated) so a broken image is a 422 at submission, not a failed task.
  */
 #ifndef SD_SERVER_JSON_API_H
 #define SD_SERVER_JSON_API_H
@@ -51,6 +61,20 @@ struct gen_request {
     char *lora_names[SD_MAX_LORAS]; /* owned */
     double lora_weights[SD_MAX_LORAS];
     struct sd_lora loras[SD_MAX_LORAS]; /* gen_request_to_params' view */
+    /* Image inputs. Parsed from a client: the file bytes as sent and their
+     * decoded RGB (all owned). Read back from the store: only has_* is set;
+     * the bytes are the task's input files (init image 0, mask 1). */
+    int has_init_image, has_mask;
+    uint8_t *init_file, *mask_file;
+    size_t init_file_len, mask_file_len;
+    uint8_t *init_rgb, *mask_rgb;
+    int init_width, init_height, mask_width, mask_height;
+    double strength;       /* 0: the engine's default */
+    int mask_invert;
+    int n_images;          /* >= 1 */
+    int seed_per_image;
+    const char *api;       /* who submitted it: "a1111", "openai" or NULL (native);
+                            * a static string */
 };
 
 /* Fixed bounds of /generate fields (the others are in api_limits). */
@@ -61,7 +85,21 @@ struct api_limits {
     int max_prompt; /* characters */
     int max_steps;
     int max_side;
+    int max_images;
+    size_t max_input_bytes; /* one init image or mask, as a file */
+    int stored;             /* reading back gen_request_to_json's text: init_image
+                             * and mask are booleans (the files are in the store) */
 };
+
+/* Bounds of an input image's pixels (a decompression bomb stops here). */
+#define API_INPUT_MAX_SIDE 8192
+#define API_INPUT_MAX_PIXELS SD_MAX_INPUT_PIXELS
+
+/* Decode an image file (PNG or JPEG) a client sent as field `what`, with
+ * the limits above: *rgb malloc'd. On failure err says what is wrong in
+ * words for the client ("init_image: not a PNG or JPEG image"). */
+int api_decode_image(const char *what, const uint8_t *file, size_t len, uint8_t **rgb, int *w,
+                     int *h, struct sd_err *err);
 
 /* Validate a /generate body. content_type may be NULL (no header).
  * SD_OK: *req is filled (free with gen_request_free).
@@ -81,7 +119,28 @@ json_t *gen_request_to_json(const struct gen_request *r);
  * engine's limits); on failure err says why. */
 int gen_request_from_text(const char *text, struct gen_request *r, struct sd_err *err);
 
-/* The engine's view. The strings (and the LoRA list) stay owned by r. */
+/* Set r's init image (which 0) or mask (1) from a field as clients send
+ * it (base64 or a data: URL, at most max_bytes decoded) and check that it
+ * decodes as an image (with the mask: r->init_rgb/mask_rgb are filled).
+ * Call for the init image first. err says what is wrong for the client. */
+int gen_request_set_image(struct gen_request *r, int which, const char *field, const char *text,
+                          size_t len, size_t max_bytes, struct sd_err *err);
+/* The same with the file's bytes (copied). */
+int gen_request_set_image_file(struct gen_request *r, int which, const char *field,
+                               const uint8_t *data, size_t len, struct sd_err *err);
+
+/* A number as lax clients send it: a JSON number, a boolean, or a string
+ * that parses as one ("20", " 7.5 "). 1 and *out set, or 0. */
+int api_json_number(const json_t *v, double *out);
+
+/* Decode the task's input files (init image, then mask when has_mask) into
+ * r->init_rgb / r->mask_rgb, the mask inverted when r->mask_invert. */
+int gen_request_load_images(struct gen_request *r, const uint8_t *init, size_t init_len,
+                            const uint8_t *mask, size_t mask_len, struct sd_err *err);
+
+/* The engine's view. The strings, the LoRA list and the decoded images
+ * stay owned by r (the worker fills init_rgb/mask_rgb from the store
+ * before calling this). */
 void gen_request_to_params(struct gen_request *r, struct sd_params *p);
 
 /* One pydantic-style error object {"type", "loc": ["body", field?], "msg",

@@ -25,6 +25,7 @@ struct op_doc {
     const char *type;     /* content type of the 2xx body */
     const char *schema;   /* its component schema, or NULL for a plain string */
     struct resp_doc resp[7];
+    const char *tag;      /* the API family, NULL: the native API */
 };
 
 #define GONE {"404", "Unknown task id."}, {"410", "The result has expired."}
@@ -33,31 +34,80 @@ struct op_doc {
      {"409", "Already finished."}, GONE}
 
 static const struct op_doc ops[] = {
-    {"get", "/", "Web page to try the service", "page", "text/html", NULL, {{"200", "HTML page."}}},
+    {"get", "/", "Web page to try the service", "page", "text/html", NULL, {{"200", "HTML page."}}, NULL},
     {"get", "/health", "Liveness and model status", "health", "application/json", "Health",
-     {{"200", "Always 200 while the process serves."}}},
+     {{"200", "Always 200 while the process serves."}}, NULL},
     {"get", "/openapi.json", "This document", "openapi", "application/json", "",
-     {{"200", "OpenAPI 3.1 document."}}},
+     {{"200", "OpenAPI 3.1 document."}}, NULL},
     {"get", "/models", "The loaded model and the LoRAs requests may name", "models", "application/json",
-     "Models", {{"200", "Models and LoRAs."}}},
+     "Models", {{"200", "Models and LoRAs."}}, NULL},
     {"get", "/metrics", "Prometheus metrics", "metrics", "text/plain", NULL,
-     {{"200", "Prometheus text format 0.0.4."}}},
+     {{"200", "Prometheus text format 0.0.4."}}, NULL},
     {"post", "/generate", "Queue a text-to-image task", "generate", "application/json", "TaskResponse",
      {{"202", "Queued. Poll the Location."},
       {"413", "Body larger than --max-body."},
       {"422", "Invalid body (FastAPI/pydantic error list)."},
       {"429", "Per-client rate limit exceeded (with Retry-After)."},
-      {"503", "Model not loaded, or queue full (with Retry-After)."}}},
+      {"503", "Model not loaded, or queue full (with Retry-After)."}}, NULL},
     {"get", "/results/{task_id}", "Status and result of a task", "result", "application/json",
-     "ResultResponse", {{"200", "The task."}, GONE}},
+     "ResultResponse", {{"200", "The task."}, GONE}, NULL},
     {"delete", "/results/{task_id}", "Cancel a task", "cancel", "application/json", "TaskResponse",
-     CANCEL_RESP},
+     CANCEL_RESP, NULL},
     {"post", "/results/{task_id}/cancel", "Cancel a task (same as DELETE /results/{task_id})",
-     "cancel_post", "application/json", "TaskResponse", CANCEL_RESP},
+     "cancel_post", "application/json", "TaskResponse", CANCEL_RESP, NULL},
     {"get", "/results/{task_id}/image", "The generated PNG", "result_image", "image/png", NULL,
-     {{"200", "The image."}, {"409", "Not completed (yet)."}, GONE}},
+     {{"200", "The image."}, {"409", "Not completed (yet)."}, GONE}, NULL},
     {"get", "/results/{task_id}/events", "Progress as Server-Sent Events", "result_events",
-     "text/event-stream", NULL, {{"200", "text/event-stream"}, GONE}},
+     "text/event-stream", NULL, {{"200", "text/event-stream"}, GONE}, NULL},
+#define A1111 "AUTOMATIC1111 compatible"
+#define A1111_GEN_RESP                                                                            \
+    {{"200", "Done: {images: [base64 PNG], parameters, info: JSON string}. Blocks until then."},   \
+     {"400", "A value the engine cannot take."}, {"422", "Malformed body."},                       \
+     {"429", "Rate limited."}, {"500", "The generation failed."},                                 \
+     {"503", "Model not loaded, or queue full."}}
+    {"post", "/sdapi/v1/txt2img", "A1111 text-to-image (blocks; queued like /generate)", "a1111_txt2img",
+     "application/json", "", A1111_GEN_RESP, A1111},
+    {"post", "/sdapi/v1/img2img", "A1111 image-to-image and inpainting (blocks)", "a1111_img2img",
+     "application/json", "", A1111_GEN_RESP, A1111},
+    {"get", "/sdapi/v1/options", "A1111 settings (sd_model_checkpoint, samples_format, ...)",
+     "a1111_options", "application/json", "", {{"200", "Settings."}}, A1111},
+    {"post", "/sdapi/v1/options", "A1111 settings back (only sd_model_checkpoint is checked)",
+     "a1111_set_options", "application/json", "", {{"200", "null."}, {"400", "Another model."}}, A1111},
+    {"get", "/sdapi/v1/sd-models", "A1111 model list", "a1111_sd_models", "application/json", "",
+     {{"200", "[{title, model_name, hash, sha256, filename, config}]"}}, A1111},
+    {"get", "/sdapi/v1/samplers", "A1111 samplers", "a1111_samplers", "application/json", "",
+     {{"200", "[{name, aliases, options}]"}}, A1111},
+    {"get", "/sdapi/v1/schedulers", "A1111 schedule types", "a1111_schedulers", "application/json",
+     "", {{"200", "[{name, label, aliases, default_rho, need_inner_model}]"}}, A1111},
+    {"get", "/sdapi/v1/upscalers", "A1111 upscalers (none)", "a1111_upscalers", "application/json", "",
+     {{"200", "[]"}}, A1111},
+    {"get", "/sdapi/v1/latent-upscale-modes", "A1111 latent upscale modes (none)",
+     "a1111_latent_upscale_modes", "application/json", "", {{"200", "[]"}}, A1111},
+    {"get", "/sdapi/v1/sd-vae", "A1111 VAE list (--vae, if given)", "a1111_sd_vae", "application/json",
+     "", {{"200", "[{model_name, filename}]"}}, A1111},
+    {"get", "/sdapi/v1/loras", "A1111 LoRA list (--lora-dir)", "a1111_loras", "application/json", "",
+     {{"200", "[{name, alias, path, metadata}]"}}, A1111},
+    {"get", "/sdapi/v1/scripts", "A1111 scripts (none)", "a1111_scripts", "application/json", "",
+     {{"200", "{txt2img: [], img2img: []}"}}, A1111},
+    {"get", "/sdapi/v1/progress", "A1111 progress of the running task", "a1111_progress",
+     "application/json", "", {{"200", "{progress, eta_relative, state, current_image, textinfo}"}},
+     A1111},
+    {"post", "/sdapi/v1/interrupt", "A1111 interrupt: stops the running A1111 task",
+     "a1111_interrupt", "application/json", "", {{"200", "{}"}}, A1111},
+#define OPENAI "OpenAI compatible"
+#define OPENAI_GEN_RESP                                                                           \
+    {{"200", "{created, data: [{b64_json | url, revised_prompt}], output_format}. Blocks until done."}, \
+     {"400", "Invalid value (OpenAI error object)."}, {"409", "Cancelled."},                      \
+     {"429", "Rate limited or queue full (retry-after)."},                                        \
+     {"500", "The generation failed (x-should-retry: false)."}, {"503", "Model not loaded."}}
+    {"post", "/v1/images/generations", "OpenAI image generation (blocks; queued like /generate)",
+     "openai_generations", "application/json", "", OPENAI_GEN_RESP, OPENAI},
+    {"post", "/v1/images/edits", "OpenAI image edit: multipart image (+ mask with transparent areas)",
+     "openai_edits", "application/json", "", OPENAI_GEN_RESP, OPENAI},
+    {"get", "/v1/images/files/{task_id}", "An image of response_format url (the task id is the key)",
+     "openai_image_file", "image/png", NULL, {{"200", "The image."}, {"404", "No such image."}}, OPENAI},
+    {"get", "/v1/models", "OpenAI model list", "openai_models", "application/json", "",
+     {{"200", "{object: list, data: [{id, object, created, owned_by}]}"}}, OPENAI},
 };
 
 #define EVENTS_DESC                                                                                \
@@ -89,6 +139,9 @@ static const char schemas_json[] =
     "  \"started_at\": {\"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]},"
     "  \"finished_at\": {\"anyOf\": [{\"type\": \"string\", \"format\": \"date-time\"}, {\"type\": \"null\"}]},"
     "  \"image_url\": {\"type\": \"string\"},"
+    "  \"image_urls\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}},"
+    "  \"images_base64\": {\"type\": \"array\", \"items\": {\"type\": \"string\", \"contentEncoding\": \"base64\"},"
+    "    \"description\": \"Every image of a completed task; image_base64 is the first.\"},"
     "  \"params\": {\"type\": \"object\", \"description\": \"The normalised request.\"}}},"
     "\"ModelInfo\": {\"type\": \"object\", \"properties\": {"
     "  \"name\": {\"type\": \"string\"}, \"family\": {\"enum\": [\"SD 1.x\", \"SD 2.x\", \"SDXL\"]},"
@@ -166,6 +219,26 @@ static json_t *request_schema(const struct api_limits *lim)
                         json_string("LoRA files of the server's --lora-dir (GET /models lists them), merged for "
                                     "this task; <lora:NAME:WEIGHT> tags in the prompt work too."));
     json_object_set_new(props, "loras", loras);
+    json_t *img = nullable(json_pack("{s:s,s:s}", "type", "string", "contentEncoding", "base64"));
+    json_object_set_new(img, "description", json_string("Image-to-image: a PNG or JPEG, base64 or a data: URL; "
+                                                        "resized to the output size."));
+    json_object_set_new(props, "init_image", img);
+    json_t *mask = nullable(json_pack("{s:s,s:s}", "type", "string", "contentEncoding", "base64"));
+    json_object_set_new(mask, "description", json_string("Inpainting (needs init_image): white = repaint; any "
+                                                         "size; 9-channel inpainting models or latent blend."));
+    json_object_set_new(props, "mask", mask);
+    json_t *strength = nullable(json_pack("{s:s,s:f,s:f}", "type", "number", "minimum", 0.0, "maximum", 1.0));
+    json_object_set_new(strength, "description", json_string("How much of the schedule runs from the init "
+                                                             "image; null: 0.8 (inpainting 1.0)."));
+    json_object_set_new(props, "strength", strength);
+    json_object_set_new(props, "mask_invert", json_pack("{s:s,s:b,s:s}", "type", "boolean", "default", 0,
+                                                        "description", "Black = repaint instead."));
+    json_object_set_new(props, "num_images", json_pack("{s:s,s:i,s:i,s:i}", "type", "integer", "minimum", 1,
+                                                       "maximum", lim->max_images, "default", 1));
+    json_object_set_new(props, "seed_per_image",
+                        json_pack("{s:s,s:b,s:s}", "type", "boolean", "default", 0, "description",
+                                  "Image k gets seed + k (as A1111) instead of one generator for the batch "
+                                  "(as diffusers' num_images_per_prompt)."));
     return json_pack("{s:s,s:[s],s:o,s:s}", "type", "object", "required", "prompt", "properties", props,
                      "description", "Unknown fields are ignored. The limits are this server's.");
 }
@@ -221,10 +294,12 @@ static json_t *operation(const struct op_doc *op)
                           resps);
     if (!o)
         return NULL;
+    if (op->tag)
+        json_object_set_new(o, "tags", json_pack("[s]", op->tag));
     if (!strcmp(op->id, "result_events"))
         json_object_set_new(o, "description", json_string(EVENTS_DESC));
     if (auth) /* a key, or nothing when the server runs without --api-keys */
-        json_object_set_new(o, "security", json_pack("[{s:[]},{}]", "bearer"));
+        json_object_set_new(o, "security", json_pack("[{s:[]},{s:[]},{}]", "bearer", "basic"));
     if (strstr(op->path, "{task_id}"))
         json_object_set_new(o, "parameters",
                             json_pack("[{s:s,s:s,s:b,s:{s:s,s:s}}]", "name", "task_id", "in", "path",
@@ -255,6 +330,9 @@ char *openapi_render(const struct api_limits *lim)
         "/results/{task_id} or stream GET /results/{task_id}/events. See docs/api.md.",
         "paths", paths, "components", "securitySchemes", "bearer", "type", "http", "scheme", "bearer",
         "description", "Only when the server runs with --api-keys.", "schemas", schemas);
+    json_object_set_new(json_object_get(json_object_get(doc, "components"), "securitySchemes"), "basic",
+                        json_pack("{s:s,s:s,s:s}", "type", "http", "scheme", "basic", "description",
+                                  "The API key as the password (any user name), for A1111 clients."));
     char *text = doc ? json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(doc);
     return text;

@@ -40,7 +40,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* The LoRA names a request may use: *.safetensors files of --lora-dir. */
-static json_t *lora_names(const char *dir)
+json_t *api_lora_names(const char *dir)
 {
     json_t *a = json_array();
     DIR *d = dir ? opendir(dir) : NULL;
@@ -74,7 +74,7 @@ enum MHD_Result api_models(struct server *srv, struct http_request *r)
         json_object_set_new(m, "status", json_string("available"));
         json_array_append_new(models, m);
     }
-    return http_reply_json(r, 200, json_pack("{s:o,s:o}", "models", models, "loras", lora_names(srv->cfg.lora_dir)),
+    return http_reply_json(r, 200, json_pack("{s:o,s:o}", "models", models, "loras", api_lora_names(srv->cfg.lora_dir)),
                            NULL);
 }
 

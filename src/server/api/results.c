@@ -59,14 +59,16 @@ static json_t *nullable_string(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-/* The seed's ResultResponse fields first, then ours. */
-static json_t *result_json(struct server *srv, const struct task *t, const char *image_b64)
+/* The seed's ResultResponse fields first, then ours. images: the base64
+ * PNGs of a completed task (NULL otherwise); image_base64 is the first. */
+static json_t *result_json(struct server *srv, const struct task *t, json_t *images)
 {
     json_t *o = json_object();
     json_object_set_new(o, "task_id", json_string(t->id));
     json_object_set_new(o, "status", json_string(task_status_name(t->status)));
     json_object_set_new(o, "prompt", json_string(t->prompt ? t->prompt : ""));
-    json_object_set_new(o, "image_base64", nullable_string(image_b64));
+    json_t *first = json_array_get(images, 0);
+    json_object_set(o, "image_base64", first ? first : json_null());
     json_object_set_new(o, "error_message", nullable_string(t->error_message));
     if (t->status == TASK_PENDING)
         json_object_set_new(o, "progress", json_null());
@@ -82,9 +84,16 @@ static json_t *result_json(struct server *srv, const struct task *t, const char 
     json_object_set_new(o, "started_at", time_or_null(t->started_at));
     json_object_set_new(o, "finished_at", time_or_null(t->finished_at));
     if (t->status == TASK_COMPLETED) {
-        char url[96];
+        char url[128];
         snprintf(url, sizeof url, "/results/%s/image", t->id);
         json_object_set_new(o, "image_url", json_string(url));
+        json_t *urls = json_array();
+        for (int k = 0; k < t->n_images; k++) {
+            snprintf(url, sizeof url, "/results/%s/image?index=%d", t->id, k);
+            json_array_append_new(urls, json_string(url));
+        }
+        json_object_set_new(o, "image_urls", urls);
+        json_object_set(o, "images_base64", images);
     }
     json_t *params = t->params ? json_loads(t->params, 0, NULL) : NULL;
     json_object_set_new(o, "params", params ? params : json_null());
@@ -93,31 +102,48 @@ static json_t *result_json(struct server *srv, const struct task *t, const char 
 
 static const char *const no_store[] = {"Cache-Control", "no-store", NULL};
 
+json_t *api_task_images_base64(struct server *srv, const struct task *t, struct sd_err *err)
+{
+    json_t *a = json_array();
+    for (int k = 0; a && k < t->n_images; k++) {
+        uint8_t *png = NULL;
+        size_t len = 0;
+        if (store_image(&srv->store, t->id, k, &png, &len, err) || !png) {
+            if (!png && !err->msg[0])
+                sd_errf(err, SD_ERR_IO, "image %d is missing", k);
+            json_decref(a);
+            return NULL;
+        }
+        char *b64 = base64_encode(png, len, NULL);
+        free(png);
+        json_t *s = b64 ? json_string_nocheck(b64) : NULL;
+        free(b64);
+        if (!s || json_array_append_new(a, s)) {
+            sd_errf(err, SD_ERR_NOMEM, "out of memory");
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 enum MHD_Result api_result(struct server *srv, struct http_request *r)
 {
     struct task t;
     enum MHD_Result ret;
     if (find_task(srv, r, &t, &ret) == ANSWERED)
         return ret;
-    char *b64 = NULL;
+    json_t *images = NULL;
     if (t.status == TASK_COMPLETED) {
-        uint8_t *png = NULL;
-        size_t len = 0;
         struct sd_err err = {0};
-        if (store_image(&srv->store, t.id, &png, &len, &err) || !png) {
-            server_log("task %s: image unreadable: %s", t.id, err.msg);
+        if (!(images = api_task_images_base64(srv, &t, &err))) {
+            server_log("task %s: images unreadable: %s", t.id, err.msg);
             task_clear(&t);
             return http_reply_detail(r, 500, "The stored image could not be read.", NULL);
         }
-        b64 = base64_encode(png, len, NULL);
-        free(png);
-        if (!b64) {
-            task_clear(&t);
-            return http_reply_detail(r, 500, "Out of memory.", NULL);
-        }
     }
-    json_t *body = result_json(srv, &t, b64);
-    free(b64);
+    json_t *body = result_json(srv, &t, images);
+    json_decref(images);
     task_clear(&t);
     return http_reply_json(r, 200, body, no_store);
 }
@@ -135,16 +161,31 @@ enum MHD_Result api_result_image(struct server *srv, struct http_request *r)
         task_clear(&t);
         return http_reply_detail(r, 409, msg, NULL);
     }
+    int n = t.n_images;
     task_clear(&t);
+    const char *q = http_query(r, "index");
+    long k = 0;
+    if (q) {
+        char *end;
+        k = strtol(q, &end, 10);
+        if (!*q || *end || k < 0 || k >= n) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "index must be an integer from 0 to %d.", n - 1);
+            return http_reply_detail(r, 404, msg, NULL);
+        }
+    }
     uint8_t *png = NULL;
     size_t len = 0;
     struct sd_err err = {0};
-    if (store_image(&srv->store, r->param, &png, &len, &err) || !png) {
+    if (store_image(&srv->store, r->param, (int)k, &png, &len, &err) || !png) {
         server_log("task %s: image unreadable: %s", r->param, err.msg);
         return http_reply_detail(r, 500, "The stored image could not be read.", NULL);
     }
-    char disp[96];
-    snprintf(disp, sizeof disp, "inline; filename=\"%s.png\"", r->param);
+    char disp[128];
+    if (k)
+        snprintf(disp, sizeof disp, "inline; filename=\"%s-%ld.png\"", r->param, k);
+    else
+        snprintf(disp, sizeof disp, "inline; filename=\"%s.png\"", r->param);
     const char *hdr[] = {"Content-Disposition", disp, "Cache-Control", "private, max-age=3600",
                          NULL};
     return http_reply(r, 200, "image/png", (const char *)png, len, 1, hdr);
@@ -168,7 +209,7 @@ enum MHD_Result api_cancel(struct server *srv, struct http_request *r)
         return ret;
     enum cancel_result cr;
     struct sd_err err = {0};
-    if (store_cancel(&srv->store, t.id, now_unix(), &cr, &err)) {
+    if (api_task_cancel(srv, t.id, &cr, &err)) {
         task_clear(&t);
         server_log("cancelling %s failed: %s", r->param, err.msg);
         return http_reply_detail(r, 500, "The task store could not be updated.", NULL);
@@ -180,11 +221,9 @@ enum MHD_Result api_cancel(struct server *srv, struct http_request *r)
     case CANCEL_DONE:
         body = json_pack("{s:s,s:s,s:s}", "task_id", t.id, "status", "cancelled", "message",
                          "Task cancelled.");
-        hub_notify_all(srv->hub); /* its stream ends; the queue behind it moves */
         server_log("task %s cancelled while pending", t.id);
         break;
     case CANCEL_REQUESTED:
-        worker_cancel(srv->worker, t.id);
         status = 202;
         body = json_pack("{s:s,s:s,s:s}", "task_id", t.id, "status", "processing", "message",
                          "Cancellation requested; the task stops after its current step.");

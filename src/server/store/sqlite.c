@@ -5,7 +5,10 @@
  *     diffusiond.lock     flock'ed by the one server that owns the directory
  *     diffusiond.db       SQLite, WAL journal, synchronous=FULL: a task is on
  *                         disk before /generate answers 202
- *     images/<id>.png     written to a temporary name, fsync'ed, renamed
+ *     images/<id>.png     a task's first image; <id>.<k>.png image k >= 1;
+ *                         <id>.in<k> its input files (init image, mask).
+ *                         Each written to a temporary name (the final name
+ *                         plus ".XXXXXX"), fsync'ed, renamed
  *
  * Concurrency: a small pool of connections, each with its own mutex and
  * prepared statements. A call borrows a free connection (or waits for one),
@@ -37,7 +40,7 @@
 
 #define NCONN 4
 #define PATH_CAP 4200 /* the data directory path is limited to 4000 bytes */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define NLIVE 16 /* running tasks whose progress is tracked in memory */
 /* Expired tasks are remembered (id and times only) this long, so their ids
  * answer 410 rather than 404. */
@@ -53,23 +56,24 @@ static const char *const schema_sql =
     " created_at REAL NOT NULL, started_at REAL, finished_at REAL,"
     " worker TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0,"
     " cancel_requested INTEGER NOT NULL DEFAULT 0,"
-    " error_message TEXT, image TEXT);"
+    " error_message TEXT, image TEXT,"
+    " n_images INTEGER NOT NULL DEFAULT 0, n_inputs INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS tasks_by_status_seq ON tasks(status, seq);"
     "CREATE INDEX IF NOT EXISTS tasks_by_status_finished ON tasks(status, finished_at);";
 
 #define COLS                                                                               \
     "id, status, prompt, params, seed, step, total_steps, created_at, started_at, "       \
-    "finished_at, attempts, cancel_requested, error_message, image"
+    "finished_at, attempts, cancel_requested, error_message, image, n_images, n_inputs"
 
 enum stmt_id {
     S_PUT, S_CLAIM, S_HEARTBEAT, S_STEPS, S_COMPLETE, S_FAIL, S_RELEASE, S_CANCEL_PENDING,
     S_CANCEL_RUNNING, S_GET, S_IMAGE, S_POSITION, S_EXPIRE_SELECT, S_EXPIRE_ONE, S_PURGE,
-    S_COUNT, S_REQUEUE_FAIL, S_REQUEUE, N_STMT
+    S_COUNT, S_REQUEUE_FAIL, S_REQUEUE, S_INPUTS, N_STMT
 };
 
 static const char *const stmt_sql[N_STMT] = {
-    [S_PUT] = "INSERT INTO tasks(id, status, prompt, params, seed, created_at) "
-              "SELECT ?1, 'pending', ?2, ?3, ?4, ?5 "
+    [S_PUT] = "INSERT INTO tasks(id, status, prompt, params, seed, created_at, n_inputs) "
+              "SELECT ?1, 'pending', ?2, ?3, ?4, ?5, ?7 "
               "WHERE (SELECT count(*) FROM tasks WHERE status = 'pending') < ?6",
     [S_CLAIM] = "UPDATE tasks SET status = 'processing', worker = ?1, lease_until = ?2, "
                 "started_at = ?3, attempts = attempts + 1, step = 0, total_steps = 0 "
@@ -79,6 +83,7 @@ static const char *const stmt_sql[N_STMT] = {
                     "status = 'processing' AND worker = ?3 RETURNING cancel_requested",
     [S_STEPS] = "UPDATE tasks SET step = ?1, total_steps = ?2 WHERE id = ?3",
     [S_COMPLETE] = "UPDATE tasks SET status = 'completed', finished_at = ?1, image = ?2, "
+                   "n_images = ?5, "
                    "lease_until = NULL WHERE id = ?3 AND status = 'processing' AND worker = ?4",
     [S_FAIL] = "UPDATE tasks SET status = ?1, finished_at = ?2, error_message = ?3, "
                "lease_until = NULL WHERE id = ?4 AND status = 'processing' AND worker = ?5",
@@ -94,13 +99,16 @@ static const char *const stmt_sql[N_STMT] = {
     [S_CANCEL_RUNNING] = "UPDATE tasks SET cancel_requested = 1 "
                          "WHERE id = ?1 AND status = 'processing'",
     [S_GET] = "SELECT " COLS " FROM tasks WHERE id = ?1",
-    [S_IMAGE] = "SELECT image FROM tasks WHERE id = ?1 AND status = 'completed'",
+    [S_IMAGE] = "SELECT n_images FROM tasks WHERE id = ?1 AND status = 'completed' "
+                "AND image IS NOT NULL",
+    [S_INPUTS] = "SELECT n_inputs FROM tasks WHERE id = ?1 AND status != 'expired'",
     [S_POSITION] = "SELECT count(*) FROM tasks WHERE status = 'pending' AND seq <= "
                    "(SELECT seq FROM tasks WHERE id = ?1 AND status = 'pending')",
-    [S_EXPIRE_SELECT] = "SELECT id FROM tasks WHERE status IN "
+    [S_EXPIRE_SELECT] = "SELECT id, n_images, n_inputs FROM tasks WHERE status IN "
                         "('completed', 'failed', 'cancelled') AND finished_at < ?1 LIMIT 256",
     [S_EXPIRE_ONE] = "UPDATE tasks SET status = 'expired', prompt = NULL, params = NULL, "
-                     "error_message = NULL, image = NULL WHERE id = ?1 AND status IN "
+                     "error_message = NULL, image = NULL, n_images = 0, n_inputs = 0 "
+                     "WHERE id = ?1 AND status IN "
                      "('completed', 'failed', 'cancelled')",
     [S_PURGE] = "DELETE FROM tasks WHERE status = 'expired' AND finished_at < ?1",
     [S_COUNT] = "SELECT status, count(*) FROM tasks WHERE status IN "
@@ -218,7 +226,8 @@ static int row_to_task(sqlite3_stmt *st, struct task *t, struct sd_err *err)
     t->attempts = sqlite3_column_int(st, 10);
     t->cancel_requested = sqlite3_column_int(st, 11);
     t->error_message = col_strdup(st, 12);
-    t->has_image = sqlite3_column_type(st, 13) != SQLITE_NULL;
+    t->n_images = sqlite3_column_type(st, 13) != SQLITE_NULL ? sqlite3_column_int(st, 14) : 0;
+    t->n_inputs = sqlite3_column_int(st, 15);
     if ((sqlite3_column_type(st, 2) != SQLITE_NULL && !t->prompt) ||
         (sqlite3_column_type(st, 3) != SQLITE_NULL && !t->params) ||
         (sqlite3_column_type(st, 12) != SQLITE_NULL && !t->error_message)) {
@@ -292,11 +301,42 @@ static int live_flush(struct sq *s, struct conn *c, const char *id, struct sd_er
 /* ------------------------------------------------------------------------ */
 /* Image files */
 
-/* The data directory's length is checked at open, so this always fits. */
-static void image_path(const struct sq *s, const char *id, char *out, size_t cap)
+/* File names inside images/: image k of a task ("<id>.png", "<id>.<k>.png")
+ * and its input k ("<id>.in<k>"). Always rebuilt from a checked id and an
+ * index, never read from the database, so a tampered database cannot point
+ * us at other files. The data directory's length is checked at open, so
+ * these always fit. */
+static void image_name(const char *id, int k, char *out, size_t cap)
 {
-    int n = snprintf(out, cap, "%s/%s.png", s->images, id);
+    int n = k ? snprintf(out, cap, "%s.%d.png", id, k) : snprintf(out, cap, "%s.png", id);
     SD_ASSERT(n > 0 && (size_t)n < cap);
+}
+
+static void image_path(const struct sq *s, const char *id, int k, char *out, size_t cap)
+{
+    char name[64];
+    image_name(id, k, name, sizeof name);
+    int n = snprintf(out, cap, "%s/%s", s->images, name);
+    SD_ASSERT(n > 0 && (size_t)n < cap);
+}
+
+static void input_path(const struct sq *s, const char *id, int k, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s/%s.in%d", s->images, id, k);
+    SD_ASSERT(n > 0 && (size_t)n < cap);
+}
+
+static void remove_files(const struct sq *s, const char *id, int n_images, int n_inputs)
+{
+    char path[PATH_CAP];
+    for (int k = 0; k < n_images && k < STORE_MAX_IMAGES; k++) {
+        image_path(s, id, k, path, sizeof path);
+        unlink(path);
+    }
+    for (int k = 0; k < n_inputs && k < STORE_MAX_INPUTS; k++) {
+        input_path(s, id, k, path, sizeof path);
+        unlink(path);
+    }
 }
 
 /* Write an image atomically (util/png.h: temporary file, fsync, rename),
@@ -353,23 +393,70 @@ static int read_file(const char *path, uint8_t **out, size_t *len, struct sd_err
 /* ------------------------------------------------------------------------ */
 /* Operations */
 
-static int sq_put(void *ctx, const struct task *t, int max_pending, int *accepted,
-                  struct sd_err *err)
+static int sq_put(void *ctx, const struct task *t, const struct blob *inputs, int n_inputs,
+                  int max_pending, int *accepted, struct sd_err *err)
 {
     struct sq *s = ctx;
-    struct conn *c = conn_get(s);
-    sqlite3_stmt *st = stmt(c, S_PUT);
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, t->prompt ? t->prompt : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, t->params ? t->params : "{}", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, t->seed);
-    sqlite3_bind_double(st, 5, t->created_at);
-    sqlite3_bind_int(st, 6, max_pending);
-    int changes = 0;
-    int rc = stmt_exec(c, st, &changes, err);
-    conn_put(c);
-    *accepted = changes == 1;
+    SD_ASSERT(n_inputs >= 0 && n_inputs <= STORE_MAX_INPUTS);
+    *accepted = 0;
+    /* Files first: once the row exists a worker may claim it at once. */
+    char path[PATH_CAP];
+    int rc = SD_OK;
+    for (int k = 0; k < n_inputs && !rc; k++) {
+        input_path(s, t->id, k, path, sizeof path);
+        rc = write_file_atomic(s->images, path, inputs[k].data, inputs[k].len, err);
+    }
+    if (!rc) {
+        struct conn *c = conn_get(s);
+        sqlite3_stmt *st = stmt(c, S_PUT);
+        sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, t->prompt ? t->prompt : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, t->params ? t->params : "{}", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, t->seed);
+        sqlite3_bind_double(st, 5, t->created_at);
+        sqlite3_bind_int(st, 6, max_pending);
+        sqlite3_bind_int(st, 7, n_inputs);
+        int changes = 0;
+        rc = stmt_exec(c, st, &changes, err);
+        conn_put(c);
+        *accepted = !rc && changes == 1;
+    }
+    if (!*accepted)
+        remove_files(s, t->id, 0, n_inputs);
     return rc;
+}
+
+/* The count column of statement sid for id (0 when no row). */
+static int count_of(struct sq *s, enum stmt_id sid, const char *id, int *n, struct sd_err *err)
+{
+    struct conn *c = conn_get(s);
+    sqlite3_stmt *st = stmt(c, sid);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int rc = SD_OK;
+    *n = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        *n = sqlite3_column_int(st, 0);
+    else if (step != SQLITE_DONE)
+        rc = db_error(err, c->db, "count");
+    sqlite3_reset(st);
+    conn_put(c);
+    return rc;
+}
+
+static int sq_input(void *ctx, const char *id, int k, uint8_t **data, size_t *len,
+                    struct sd_err *err)
+{
+    struct sq *s = ctx;
+    *data = NULL;
+    *len = 0;
+    int n = 0;
+    int rc = count_of(s, S_INPUTS, id, &n, err);
+    if (rc || k < 0 || k >= n || k >= STORE_MAX_INPUTS)
+        return rc;
+    char path[PATH_CAP];
+    input_path(s, id, k, path, sizeof path);
+    return read_file(path, data, len, err);
 }
 
 static int sq_claim(void *ctx, const char *worker, double now, double lease_s, struct task *out,
@@ -435,15 +522,20 @@ static int sq_progress(void *ctx, const char *id, const char *worker, int step, 
 }
 
 static int sq_complete(void *ctx, const char *id, const char *worker, double now,
-                       const uint8_t *png, size_t png_len, int *owned, struct sd_err *err)
+                       const struct blob *images, int n, int *owned, struct sd_err *err)
 {
     struct sq *s = ctx;
+    SD_ASSERT(n >= 1 && n <= STORE_MAX_IMAGES);
+    *owned = 0;
     char path[PATH_CAP], name[64];
-    image_path(s, id, path, sizeof path);
-    snprintf(name, sizeof name, "%s.png", id);
-    /* The file goes first and outside any lock: a crash between the two
-     * steps leaves a processing task that runs again and rewrites it. */
-    int rc = write_file_atomic(s->images, path, png, png_len, err);
+    image_name(id, 0, name, sizeof name);
+    /* The files go first and outside any lock: a crash between the two
+     * steps leaves a processing task that runs again and rewrites them. */
+    int rc = SD_OK;
+    for (int k = 0; k < n && !rc; k++) {
+        image_path(s, id, k, path, sizeof path);
+        rc = write_file_atomic(s->images, path, images[k].data, images[k].len, err);
+    }
     if (rc)
         return rc;
     struct conn *c = conn_get(s);
@@ -453,6 +545,7 @@ static int sq_complete(void *ctx, const char *id, const char *worker, double now
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, worker, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, n);
     int changes = 0;
     if (!rc)
         rc = stmt_exec(c, st, &changes, err);
@@ -554,28 +647,18 @@ static int sq_get(void *ctx, const char *id, struct task *out, int *found, struc
     return rc;
 }
 
-static int sq_image(void *ctx, const char *id, uint8_t **png, size_t *len, struct sd_err *err)
+static int sq_image(void *ctx, const char *id, int k, uint8_t **png, size_t *len,
+                    struct sd_err *err)
 {
     struct sq *s = ctx;
     *png = NULL;
     *len = 0;
-    struct conn *c = conn_get(s);
-    sqlite3_stmt *st = stmt(c, S_IMAGE);
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int has = 0, rc = SD_OK;
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW)
-        has = sqlite3_column_type(st, 0) != SQLITE_NULL;
-    else if (step != SQLITE_DONE)
-        rc = db_error(err, c->db, "image");
-    sqlite3_reset(st);
-    conn_put(c);
-    if (rc || !has)
+    int n = 0;
+    int rc = count_of(s, S_IMAGE, id, &n, err);
+    if (rc || k < 0 || k >= n || k >= STORE_MAX_IMAGES)
         return rc;
-    /* The name is always <id>.png; rebuilding it from the checked id keeps
-     * a tampered database from pointing us at other files. */
     char path[PATH_CAP];
-    image_path(s, id, path, sizeof path);
+    image_path(s, id, k, path, sizeof path);
     return read_file(path, png, len, err);
 }
 
@@ -602,6 +685,7 @@ static int sq_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
     struct sq *s = ctx;
     *n = 0;
     char ids[256][UUID_STR_LEN];
+    int nimg[256], nin[256];
     int nids = 0, rc = SD_OK;
     struct conn *c = conn_get(s);
     sqlite3_stmt *st = stmt(c, S_EXPIRE_SELECT);
@@ -609,8 +693,11 @@ static int sq_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
     int step;
     while (nids < 256 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(st, 0);
-        if (id && uuid_valid(id))
+        if (id && uuid_valid(id)) {
+            nimg[nids] = sqlite3_column_int(st, 1);
+            nin[nids] = sqlite3_column_int(st, 2);
             memcpy(ids[nids++], id, UUID_STR_LEN);
+        }
     }
     sqlite3_reset(st);
     for (int i = 0; i < nids && !rc; i++) {
@@ -627,11 +714,8 @@ static int sq_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
     }
     conn_put(c);
     /* Rows first, files after: a crash in between leaves only a stray file. */
-    for (int i = 0; i < nids; i++) {
-        char path[PATH_CAP];
-        image_path(s, ids[i], path, sizeof path);
-        unlink(path);
-    }
+    for (int i = 0; i < nids; i++)
+        remove_files(s, ids[i], nimg[i] > 0 ? nimg[i] : 1, nin[i]);
     return rc;
 }
 
@@ -713,6 +797,7 @@ static const struct store_ops sqlite_ops = {
     .cancel = sq_cancel,
     .get = sq_get,
     .image = sq_image,
+    .input = sq_input,
     .position = sq_position,
     .expire = sq_expire,
     .counts = sq_counts,
@@ -730,24 +815,46 @@ static int make_dir(const char *path, struct sd_err *err)
     return SD_OK;
 }
 
-/* Remove temporary files that a crash left half-written in images/
- * ("<id>.png.XXXXXX"); their tasks run again and rewrite them. */
+/* Whether name is one of ours plus a mkstemp suffix: "<id>.png.XXXXXX",
+ * "<id>.<k>.png.XXXXXX" or "<id>.in<k>.XXXXXX". */
+static int is_temporary(const char *name)
+{
+    size_t n = strlen(name);
+    char id[UUID_STR_LEN];
+    if (n < UUID_STR_LEN - 1 + 7)
+        return 0;
+    memcpy(id, name, UUID_STR_LEN - 1);
+    id[UUID_STR_LEN - 1] = '\0';
+    if (!uuid_valid(id) || name[n - 7] != '.')
+        return 0;
+    const char *p = name + UUID_STR_LEN - 1, *end = name + n - 7;
+    if (end - p >= 3 && !strncmp(p, ".in", 3)) {
+        p += 3;
+    } else {
+        if (end - p < 4 || strncmp(end - 4, ".png", 4))
+            return 0;
+        end -= 4;
+        if (p < end && *p++ != '.')
+            return 0;
+    }
+    for (; p < end; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    return 1;
+}
+
+/* Remove temporary files that a crash left half-written in images/; their
+ * tasks run again (or their submission was never answered) and rewrite
+ * them. */
 static void remove_stray_temporaries(const char *images)
 {
     DIR *d = opendir(images);
     if (!d)
         return;
     struct dirent *de;
-    while ((de = readdir(d))) {
-        char id[UUID_STR_LEN];
-        size_t n = strlen(de->d_name);
-        if (n <= UUID_STR_LEN - 1 + 5 || strncmp(de->d_name + UUID_STR_LEN - 1, ".png.", 5))
-            continue;
-        memcpy(id, de->d_name, UUID_STR_LEN - 1);
-        id[UUID_STR_LEN - 1] = '\0';
-        if (uuid_valid(id))
+    while ((de = readdir(d)))
+        if (is_temporary(de->d_name))
             unlinkat(dirfd(d), de->d_name, 0);
-    }
     closedir(d);
 }
 
@@ -778,10 +885,17 @@ static int schema_init(sqlite3 *db, const char *path, struct sd_err *err)
                        "%s: database schema version %d is not one this diffusiond knows (%d)",
                        path, version, SCHEMA_VERSION);
     rc = exec_sql(db, "BEGIN IMMEDIATE", err);
+    /* Version 1 (one image per task, no inputs) gains the two counts. */
+    if (!rc && version == 1)
+        rc = exec_sql(db,
+                      "ALTER TABLE tasks ADD COLUMN n_images INTEGER NOT NULL DEFAULT 0;"
+                      "ALTER TABLE tasks ADD COLUMN n_inputs INTEGER NOT NULL DEFAULT 0;"
+                      "UPDATE tasks SET n_images = 1 WHERE image IS NOT NULL;",
+                      err);
     if (!rc)
         rc = exec_sql(db, schema_sql, err);
     if (!rc)
-        rc = exec_sql(db, "PRAGMA user_version=1; COMMIT", err);
+        rc = exec_sql(db, "PRAGMA user_version=2; COMMIT", err);
     if (rc)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;

@@ -12,14 +12,18 @@
  *     claim          -> processing         (worker; lowest sequence first, with a lease)
  *     heartbeat         keeps the lease, reports a cancellation request
  *     progress          step / total_steps of the running generation
- *     complete       -> completed          (image bytes stored with it)
+ *     complete       -> completed          (its images stored with it)
  *     fail           -> failed | cancelled (worker gave up / honoured a cancel)
  *     release        -> pending            (worker shutting down: run it again later)
  *     cancel         -> cancelled          (pending) or cancel requested (processing)
  *     requeue           processing tasks whose lease ran out -> pending
  *                       (how a kill -9 mid-generation recovers)
  *     expire         -> expired            finished tasks older than a cutoff lose
- *                                          their prompt, parameters and image
+ *                                          their prompt, parameters, inputs and images
+ *
+ * A task may carry input files (an init image and a mask, as the client sent
+ * them: put stores them with the task, input reads them back) and finishes
+ * with one or more output images (PNG bytes), numbered from 0.
  *
  * Worker-side calls (heartbeat, progress, complete, fail, release) name the
  * worker; they change nothing (and say so through *owned = 0) when the task
@@ -73,8 +77,18 @@ struct task {
     int attempts;           /* times a worker claimed it */
     int cancel_requested;
     char *error_message;    /* failed: why; NULL otherwise */
-    int has_image;          /* completed with an image stored */
+    int n_images;           /* images stored (completed); 0 otherwise */
+    int n_inputs;           /* input files stored with the task */
 };
+
+/* Bytes handed to the store (borrowed for the call). */
+struct blob {
+    const uint8_t *data;
+    size_t len;
+};
+
+#define STORE_MAX_INPUTS 4
+#define STORE_MAX_IMAGES 64
 
 /* Free the strings of t and zero it. Safe on a zeroed task. */
 void task_clear(struct task *t);
@@ -88,10 +102,16 @@ enum cancel_result {
 
 struct store_ops {
     const char *name;
-    /* Insert t (id, prompt, params, seed, created_at) as pending if fewer
-     * than max_pending tasks are pending; *accepted says whether it was. */
-    int (*put)(void *ctx, const struct task *t, int max_pending, int *accepted,
-               struct sd_err *err);
+    /* Insert t (id, prompt, params, seed, created_at) with its n_inputs
+     * input files (<= STORE_MAX_INPUTS) as pending if fewer than max_pending
+     * tasks are pending; *accepted says whether it was (when not, nothing
+     * of it is kept). */
+    int (*put)(void *ctx, const struct task *t, const struct blob *inputs, int n_inputs,
+               int max_pending, int *accepted, struct sd_err *err);
+    /* Input file k of a task that is not expired; *data is malloc'd
+     * (caller frees), NULL when there is none. */
+    int (*input)(void *ctx, const char *id, int k, uint8_t **data, size_t *len,
+                 struct sd_err *err);
     /* Take the oldest pending task: processing, owned by worker until
      * now + lease_s. *claimed = 0 when the queue is empty. */
     int (*claim)(void *ctx, const char *worker, double now, double lease_s, struct task *out,
@@ -100,8 +120,9 @@ struct store_ops {
                      int *owned, int *cancel_requested, struct sd_err *err);
     int (*progress)(void *ctx, const char *id, const char *worker, int step, int total,
                     struct sd_err *err);
+    /* n images (1..STORE_MAX_IMAGES), stored as image 0..n-1. */
     int (*complete)(void *ctx, const char *id, const char *worker, double now,
-                    const uint8_t *png, size_t png_len, int *owned, struct sd_err *err);
+                    const struct blob *images, int n, int *owned, struct sd_err *err);
     /* final is TASK_FAILED (with message) or TASK_CANCELLED. */
     int (*fail)(void *ctx, const char *id, const char *worker, double now,
                 enum task_status final, const char *message, int *owned, struct sd_err *err);
@@ -111,9 +132,10 @@ struct store_ops {
                   struct sd_err *err);
     /* *found = 0 for an id never seen (or forgotten long after expiry). */
     int (*get)(void *ctx, const char *id, struct task *out, int *found, struct sd_err *err);
-    /* The PNG of a completed task; *png is malloc'd (caller frees), NULL
+    /* Image k of a completed task; *png is malloc'd (caller frees), NULL
      * when there is none. */
-    int (*image)(void *ctx, const char *id, uint8_t **png, size_t *len, struct sd_err *err);
+    int (*image)(void *ctx, const char *id, int k, uint8_t **png, size_t *len,
+                 struct sd_err *err);
     /* 1-based place among pending tasks (1 = runs next); 0 if not pending. */
     int (*position)(void *ctx, const char *id, int *pos, struct sd_err *err);
     /* Expire tasks finished before cutoff; *n gets how many. */
@@ -133,10 +155,15 @@ struct store {
 };
 
 /* Thin wrappers, so call sites read store_claim(st, ...). */
-static inline int store_put(struct store *s, const struct task *t, int max_pending, int *accepted,
-                            struct sd_err *err)
+static inline int store_put(struct store *s, const struct task *t, const struct blob *inputs,
+                            int n_inputs, int max_pending, int *accepted, struct sd_err *err)
 {
-    return s->ops->put(s->ctx, t, max_pending, accepted, err);
+    return s->ops->put(s->ctx, t, inputs, n_inputs, max_pending, accepted, err);
+}
+static inline int store_input(struct store *s, const char *id, int k, uint8_t **data,
+                              size_t *len, struct sd_err *err)
+{
+    return s->ops->input(s->ctx, id, k, data, len, err);
 }
 static inline int store_claim(struct store *s, const char *worker, double now, double lease_s,
                               struct task *out, int *claimed, struct sd_err *err)
@@ -155,9 +182,10 @@ static inline int store_progress(struct store *s, const char *id, const char *wo
     return s->ops->progress(s->ctx, id, worker, step, total, err);
 }
 static inline int store_complete(struct store *s, const char *id, const char *worker, double now,
-                                 const uint8_t *png, size_t len, int *owned, struct sd_err *err)
+                                 const struct blob *images, int n, int *owned,
+                                 struct sd_err *err)
 {
-    return s->ops->complete(s->ctx, id, worker, now, png, len, owned, err);
+    return s->ops->complete(s->ctx, id, worker, now, images, n, owned, err);
 }
 static inline int store_fail(struct store *s, const char *id, const char *worker, double now,
                              enum task_status final, const char *msg, int *owned,
@@ -180,10 +208,10 @@ static inline int store_get(struct store *s, const char *id, struct task *out, i
 {
     return s->ops->get(s->ctx, id, out, found, err);
 }
-static inline int store_image(struct store *s, const char *id, uint8_t **png, size_t *len,
-                              struct sd_err *err)
+static inline int store_image(struct store *s, const char *id, int k, uint8_t **png,
+                              size_t *len, struct sd_err *err)
 {
-    return s->ops->image(s->ctx, id, png, len, err);
+    return s->ops->image(s->ctx, id, k, png, len, err);
 }
 static inline int store_position(struct store *s, const char *id, int *pos, struct sd_err *err)
 {
@@ -210,7 +238,7 @@ static inline void store_close(struct store *s)
 }
 
 /* The SQLite store in dir (created if missing): dir/diffusiond.db (WAL) and
- * dir/images/<id>.png. Only one server may own a data directory at a time;
+ * the files in dir/images/. Only one server may own a data directory at a time;
  * a second one fails to open it (an flock on dir/diffusiond.lock), which
  * is what makes requeue(+inf) at start-up safe. */
 int store_sqlite_open(struct store *out, const char *dir, struct sd_err *err);
