@@ -30,7 +30,7 @@ CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/unit/*.c)
 FUZZ_SRC := $(filter-out tests/fuzz/fuzz_main.c,$(wildcard tests/fuzz/fuzz_*.c))
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/webpage.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
@@ -55,6 +55,17 @@ $(BUILD)/sdbench: $(BUILD)/obj/bench/sdbench.o $(BUILD)/libdiffusiond.a
 $(BUILD)/fuzz_replay: $(FUZZ_SRC) tests/fuzz/fuzz_main.c $(BUILD)/libdiffusiond.a
 	$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_REPLAY $(LDFLAGS) -o $@ tests/fuzz/fuzz_main.c \
 	    $(BUILD)/libdiffusiond.a $(LDLIBS)
+
+# The web page (src/server/api/page.html) as the C string webpage_html.
+$(BUILD)/gen/webpage.c: src/server/api/page.html
+	@mkdir -p $(@D)
+	@{ echo '/* Generated from src/server/api/page.html by the Makefile. */'; \
+	   echo 'const char webpage_html[] ='; \
+	   sed 's/\\/\\\\/g; s/"/\\"/g; s/^/    "/; s/$$/\\n"/' $<; echo ';'; } > $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)

@@ -22,6 +22,9 @@
 #include "fuzz_http_request.c"
 #include "fuzz_tokenizer.c"
 #include "fuzz_pickle.c"
+#include "fuzz_image.c"
+#include "fuzz_base64.c"
+#include "fuzz_form.c"
 
 static const struct {
     const char *name;   /* corpus subdirectory */
@@ -32,6 +35,9 @@ static const struct {
     {"http_request", fuzz_http_request},
     {"tokenizer", fuzz_tokenizer},
     {"pickle", fuzz_pickle},
+    {"image", fuzz_image},
+    {"base64", fuzz_base64},
+    {"form", fuzz_form},
 };
 
 #endif

@@ -10,4 +10,6 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 python3 tests/http/test_http.py --binary "$BUILD/diffusiond" "$@"
 python3 tests/http/test_compat.py --binary "$BUILD/diffusiond" "$@"
-python3 tests/http/test_page.py --binary "$BUILD/diffusiond"
+PAGE_PY=python3
+[ -x /usr/bin/python3 ] && PAGE_PY=/usr/bin/python3  # where python3-selenium is
+"$PAGE_PY" tests/http/test_page.py --binary "$BUILD/diffusiond"

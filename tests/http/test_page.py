@@ -1,212 +1,180 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """test_page.py - the web page at / in a real browser (headless Chromium).
 
-    python3 tests/http/test_page.py --binary build/diffusiond
+    /usr/bin/python3 tests/http/test_page.py --binary build/diffusiond
 
-Starts diffusiond with the tiny model, opens http://127.0.0.1:PORT/ in
-Debian's chromium, fills in the form, clicks Generate, and waits until the
-generated image has loaded in the page. Chromium is driven through the
-DevTools protocol over a WebSocket, with a minimal client written on the
-standard library. Skips (exit 0, "skipped") when chromium is not installed,
-unless DIFFUSIOND_REQUIRE_CHROMIUM=1.
+Starts diffusiond with the tiny model and drives Debian's chromium through
+Selenium (python3-selenium, chromium-driver): a text-to-image task with two
+images, the gallery of recent tasks kept across a reload and re-run with a
+click, image-to-image with an uploaded init image and mask, and an upload
+that is not an image (the error is shown). Runs with Debian's python3, which
+is where python3-selenium installs. Skips (exit 0, "skipped") when Selenium
+or chromedriver is missing, unless DIFFUSIOND_REQUIRE_CHROMIUM=1.
 """
 import argparse
-import base64
 import json
 import os
 import shutil
-import socket
-import struct
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, Runner, Server, TestFailure, check, wait_until  # noqa: E402
+from harness import REPO, Runner, Server, check, png_encode, wait_until  # noqa: E402
+
+ARGS = None
+TMP = None
+SERVER = None
+DRIVER = None
 
 
-class WebSocket:
-    """Just enough of RFC 6455 for the DevTools protocol (text frames)."""
-
-    def __init__(self, url, timeout=30):
-        rest = url[len("ws://"):]
-        hostport, path = rest.split("/", 1)
-        host, port = hostport.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(("GET /%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
-                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n" % (path, hostport, key)).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(1)
-            check(chunk, "websocket handshake: connection closed")
-            head += chunk
-        check(head.split(b" ")[1] == b"101", "websocket handshake: %r" % head[:80])
-
-    def _recv_exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            check(chunk, "websocket closed")
-            buf += chunk
-        return buf
-
-    def send(self, text):
-        data = text.encode()
-        head = bytearray([0x81])  # FIN + text
-        n = len(data)
-        if n < 126:
-            head.append(0x80 | n)
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        mask = os.urandom(4)
-        head += mask
-        self.sock.sendall(bytes(head) + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def recv(self):
-        message = b""
-        while True:
-            b0, b1 = self._recv_exact(2)
-            op, n = b0 & 0x0F, b1 & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._recv_exact(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._recv_exact(8))[0]
-            payload = self._recv_exact(n)
-            if op == 8:
-                raise TestFailure("websocket closed by the browser")
-            if op == 9:  # ping: answer and go on
-                continue
-            message += payload
-            if b0 & 0x80:
-                return message.decode()
-
-    def close(self):
-        self.sock.close()
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1200,1600"):
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
-class DevTools:
-    def __init__(self, ws_url):
-        self.ws = WebSocket(ws_url)
-        self.next_id = 0
-        self.events = []
-
-    def call(self, method, **params):
-        self.next_id += 1
-        my_id = self.next_id
-        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == my_id:
-                check("error" not in msg, "%s: %s" % (method, msg.get("error")))
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def evaluate(self, expr):
-        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True,
-                      awaitPromise=True)
-        check("exceptionDetails" not in r, "page error: %s" % r.get("exceptionDetails"))
-        return r["result"].get("value")
-
-    def wait_event(self, name, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events:
-                if e.get("method") == name:
-                    return e
-            msg = json.loads(self.ws.recv())
-            self.events.append(msg)
-        raise TestFailure("no %s within %d s" % (name, timeout))
+def by_id(i):
+    from selenium.webdriver.common.by import By
+    return DRIVER.find_element(By.ID, i)
 
 
-def start_chromium(profile):
-    cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
-           "--user-data-dir=" + profile, "about:blank"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port_file = os.path.join(profile, "DevToolsActivePort")
-    wait_until(lambda: os.path.exists(port_file) and open(port_file).read().count("\n") >= 1,
-               60, "chromium's DevTools port")
-    port = int(open(port_file).read().split("\n")[0])
-
-    def page_target():
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/json/list" % port, timeout=5) as r:
-                targets = json.load(r)
-        except OSError:
-            return None
-        pages = [t for t in targets if t.get("type") == "page"]
-        return pages[0]["webSocketDebuggerUrl"] if pages else None
-    return proc, wait_until(page_target, 30, "a page target")
+def set_value(i, v):
+    DRIVER.execute_script("document.getElementById(arguments[0]).value = arguments[1];", i, str(v))
 
 
-def test_page_generates_an_image():
-    tmp = tempfile.mkdtemp(prefix="diffusiond-page-")
-    server = Server(ARGS.binary, os.path.join(tmp, "data"), ARGS.model)
-    browser = None
-    try:
-        server.start()
-        browser, ws_url = start_chromium(os.path.join(tmp, "profile"))
-        dt = DevTools(ws_url)
-        dt.call("Page.enable")
-        dt.call("Page.navigate", url="http://127.0.0.1:%d/" % server.port)
-        dt.wait_event("Page.loadEventFired", 60)
-        wait_until(lambda: "model" in (dt.evaluate("document.getElementById('health')"
-                                                    ".textContent") or ""), 30, "health line")
-        dt.evaluate("""(() => {
-            const set = (id, v) => { document.getElementById(id).value = v; };
-            set('prompt', 'a small red square'); set('steps', '4'); set('width', '64');
-            set('height', '64'); set('seed', '7');
-            document.getElementById('go').click();
-            return true; })()""")
+def loaded_images(selector):
+    """naturalWidth of every loaded <img> matching selector."""
+    return DRIVER.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].filter(i => i.complete && "
+        "i.naturalWidth > 0).map(i => i.naturalWidth);", selector)
 
-        def image_loaded():
-            st = dt.evaluate("""(() => { const i = document.getElementById('image');
-                return {status: document.getElementById('status').textContent,
-                        width: i.naturalWidth, height: i.naturalHeight,
-                        meta: document.getElementById('meta').textContent}; })()""")
-            check("failed" not in st["status"] and "error" not in st["status"], st["status"])
-            return st if st["width"] > 0 else None
-        st = wait_until(image_loaded, 180, "the image to appear in the page", interval=0.2)
-        check((st["width"], st["height"]) == (64, 64), st)
-        check(st["status"] == "completed", st)
-        task_id = st["meta"].split("task ")[-1].strip()
-        res = server.result(task_id)
-        check(res["status"] == "completed" and res["prompt"] == "a small red square", res)
-        check(res["seed"] == 7 and res["params"]["num_inference_steps"] == 4, res["params"])
-        dt.ws.close()
-    finally:
-        if browser:
-            browser.terminate()
-            try:
-                browser.wait(20)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+def status():
+    return by_id("status").text
+
+
+def gallery_ids():
+    return DRIVER.execute_script(
+        "return [...document.querySelectorAll('#gallery .entry')].map(e => e.dataset.task);")
+
+
+def fill(prompt, steps=4, side=64, count=1, seed=""):
+    by_id("prompt").clear()
+    by_id("prompt").send_keys(prompt)
+    set_value("steps", steps)
+    set_value("width", side)
+    set_value("height", side)
+    set_value("count", count)
+    set_value("seed", seed)
+
+
+def test_page_text_to_image_two_images():
+    DRIVER.get("http://127.0.0.1:%d/" % SERVER.port)
+    wait_until(lambda: "tiny-sd1" in by_id("health").text, 30, "health line")
+    fill("a red circle", count=2, seed=7)
+    by_id("go").click()
+    wait_until(lambda: len(loaded_images("#images img")) == 2 or "error" in by_id("status").get_attribute("class"),
+               120, "two images")
+    check(loaded_images("#images img") == [64, 64], (status(), loaded_images("#images img")))
+    check(status() == "completed", status())
+    check("seed 7" in by_id("meta").text, by_id("meta").text)
+
+
+def test_page_gallery_survives_reload_and_reruns():
+    ids = gallery_ids()
+    check(len(ids) == 1, ids)
+    DRIVER.refresh()
+    wait_until(lambda: gallery_ids() == ids, 30, "gallery after reload")
+    wait_until(lambda: len(loaded_images("#gallery img")) == 1, 30, "thumbnail")
+    first = DRIVER.execute_script("return document.querySelector('#gallery .entry p').textContent;")
+    check(first == "a red circle", first)
+    DRIVER.execute_script("document.querySelector('#gallery .rerun').click();")
+    wait_until(lambda: len(gallery_ids()) == 2, 120, "a second gallery entry")
+    wait_until(lambda: len(loaded_images("#images img")) == 2, 60, "re-run images")
+    new = gallery_ids()[0]
+    check(new != ids[0], gallery_ids())
+    task = SERVER.result(new)
+    check(task["params"]["seed"] == 7 and task["params"]["num_images"] == 2, task["params"])
+
+
+def test_page_image_to_image_with_mask():
+    init = os.path.join(TMP, "init.png")
+    mask = os.path.join(TMP, "mask.png")
+    with open(init, "wb") as f:
+        f.write(png_encode(40, 24, 3, bytes(range(256)) * 11 + bytes(40 * 24 * 3 - 2816)))
+    with open(mask, "wb") as f:
+        f.write(png_encode(40, 24, 1, bytes([255] * 20 + [0] * 20) * 24))
+    fill("a blue square")
+    by_id("init").send_keys(init)
+    by_id("mask").send_keys(mask)
+    wait_until(lambda: by_id("mask-preview").is_displayed(), 10, "mask preview")
+    set_value("strength", 0.6)
+    by_id("go").click()
+    wait_until(lambda: status() == "completed" or "error" in by_id("status").get_attribute("class"),
+               120, "img2img done")
+    check(status() == "completed", status())
+    check(loaded_images("#images img") == [64], loaded_images("#images img"))
+    task = SERVER.result(gallery_ids()[0])
+    p = task["params"]
+    check(p["init_image"] is True and p["mask"] is True and abs(p["strength"] - 0.6) < 1e-9, p)
+    stored = DRIVER.execute_script("return localStorage.getItem('diffusiond-gallery');")
+    check("data:image" not in stored and json.loads(stored)[0]["img2img"], "images not kept in the browser")
+
+
+def test_page_shows_errors():
+    bad = os.path.join(TMP, "notes.png")
+    with open(bad, "wb") as f:
+        f.write(b"this is not an image")
+    by_id("clear-images").click()
+    fill("x")
+    by_id("init").send_keys(bad)
+    wait_until(lambda: DRIVER.execute_script("return document.getElementById('init').files.length") == 1,
+               10, "file chosen")
+    wait_until(lambda: by_id("init-preview").get_attribute("src"), 10, "file read")
+    by_id("go").click()
+    wait_until(lambda: "error" in by_id("status").get_attribute("class"), 30, "an error")
+    check("init_image" in status() and "PNG or JPEG" in status(), status())
 
 
 def main():
-    global ARGS, CHROMIUM
+    global ARGS, TMP, SERVER, DRIVER
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(REPO, "build", "diffusiond"))
-    ap.add_argument("--model", default=os.path.join(REPO, "tests", "data", "tiny-sd1"))
     ARGS, rest = ap.parse_known_args()
-    ARGS.binary = os.path.abspath(ARGS.binary)
-    CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not CHROMIUM:
+    try:
+        import selenium  # noqa: F401
+        have = shutil.which("chromedriver") and (shutil.which("chromium") or os.path.exists("/usr/bin/chromium"))
+    except ImportError:
+        have = False
+    if not have:
         if os.environ.get("DIFFUSIOND_REQUIRE_CHROMIUM") == "1":
-            print("chromium not found")
+            print("FAILED: python3-selenium, chromium and chromium-driver are required")
             return 1
-        print("skipped: chromium not installed (apt-get install chromium)")
-        print("0 passed, 0 failed, 1 skipped")
+        print("skipped: the page test needs python3-selenium, chromium and chromium-driver")
         return 0
-    return Runner(rest).run([("page_generates_an_image", test_page_generates_an_image)])
+    TMP = tempfile.mkdtemp(prefix="diffusiond-page-")
+    SERVER = Server(os.path.abspath(ARGS.binary), os.path.join(TMP, "data"))
+    rc = 1
+    try:
+        SERVER.start()
+        DRIVER = browser()
+        tests = [(n[5:], f) for n, f in globals().items() if n.startswith("test_")]
+        rc = Runner(rest).run(tests)
+        SERVER.stop()
+    finally:
+        if DRIVER:
+            DRIVER.quit()
+        if SERVER.proc and SERVER.proc.poll() is None:
+            SERVER.kill9()
+        if rc:
+            print("--- server log (tail) ---\n" + SERVER.log_text()[-3000:])
+        shutil.rmtree(TMP, ignore_errors=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ static enum MHD_Result on_value(void *cls, enum MHD_ValueKind kind, const char *
 {
     struct parse_state *ps = cls;
     struct form *f = ps->f;
+    if (!key) /* libmicrohttpd passes NULL for a part without a name */
+        key = "";
     struct form_part *p = f->n ? &f->parts[f->n - 1] : NULL;
     if (off == 0 || !p || strcmp(p->name, key)) {
         if (f->n == FORM_MAX_PARTS || strlen(key) >= FORM_NAME_MAX) {
