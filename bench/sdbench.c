@@ -16,6 +16,9 @@
  *       alternate second by second (--every K: every K-th callback). Each
  *       image's time is the sum of its own segments; prints both, their
  *       ratio, and the median ratio.
+ *   sdbench batch --model DIR [--size 512] [--images 2] [--repeat 3] [--precision fp32|bf16]
+ *       One UNet forward of batch 2N (N images with guidance, as sd_generate
+ *       runs a batch) against N forwards of batch 2, interleaved; medians.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -326,10 +329,60 @@ out:
     return rc;
 }
 
+/* One UNet batch of 2N (N images with guidance) against N batches of 2,
+ * interleaved round by round so the machine's drift hits both alike. */
+static int cmd_batch(const char *model, const char *variant, int size, int images, int repeat,
+                     const struct nn_backend *be)
+{
+    struct sd_err err;
+    struct unet u;
+    int f = 8, h = size / f, w = size / f, N = images < 1 ? 1 : images;
+    if (unet_load(&u, model, variant, be, (long)h * w, &err))
+        return die(&err);
+    int T = 77, D = u.cfg.cross_attention_dim;
+    size_t n = (size_t)u.cfg.in_channels * h * w;
+    float *x = calloc(2 * N * n, sizeof(float)), *y = calloc(2 * N * n, sizeof(float));
+    float *ctx = calloc((size_t)2 * N * T * D, sizeof(float));
+    float te[2 * 16 * 1280] = {0}, ti[2 * 16 * 6] = {0};
+    struct unet_cond cond = {.text_embeds = te, .time_ids = ti};
+    const struct unet_cond *cp = u.cfg.addition_time_embed_dim ? &cond : NULL;
+    if (!x || !y || !ctx || 2 * N > 32)
+        return fprintf(stderr, "sdbench: out of memory or --images over 16\n"), 1;
+    for (size_t i = 0; i < 2 * N * n; i++)
+        x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    for (size_t i = 0; i < (size_t)2 * N * T * D; i++)
+        ctx[i] = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
+    double tb[64], ts[64];
+    repeat = repeat < 1 ? 1 : repeat > 63 ? 63 : repeat;
+    for (int r = 0; r <= repeat; r++) { /* round 0 plans both shapes */
+        double a = now_s();
+        if (unet_forward(&u, x, 500.0f, ctx, T, cp, y, 2 * N, h, w, &err))
+            return die(&err);
+        double b = now_s();
+        for (int k = 0; k < N; k++)
+            if (unet_forward(&u, x + 2 * k * n, 500.0f, ctx + (size_t)2 * k * T * D, T, cp, y + 2 * k * n, 2, h, w,
+                             &err))
+                return die(&err);
+        double c = now_s();
+        if (r) {
+            tb[r - 1] = b - a, ts[r - 1] = c - b;
+            printf("round %d: batch of %d %.3f s, %d x batch of 2 %.3f s\n", r, 2 * N, b - a, N, c - b);
+        }
+    }
+    qsort(tb, (size_t)repeat, sizeof *tb, cmp_double);
+    qsort(ts, (size_t)repeat, sizeof *ts, cmp_double);
+    double mb = tb[repeat / 2], ms = ts[repeat / 2];
+    printf("%dx%d, %d images, %s: one batch of %d %.3f s, %d batches of 2 %.3f s (medians of %d): "
+           "batch is %.3fx the speed\n", size, size, N, be->name, 2 * N, mb, N, ms, repeat, ms / mb);
+    free(x), free(y), free(ctx);
+    unet_free(&u);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: sdbench unet|time|pair --model DIR ...\n");
+        fprintf(stderr, "usage: sdbench unet|time|pair|batch --model DIR ...\n");
         return 2;
     }
     const char *cmd = argv[1], *model = NULL, *variant = NULL, *in = NULL, *out = NULL;
@@ -369,6 +422,8 @@ int main(int argc, char **argv)
         return cmd_time(model, variant, size, repeat, be);
     if (!strcmp(cmd, "pair"))
         return cmd_pair(model, size, images, steps);
+    if (!strcmp(cmd, "batch"))
+        return cmd_batch(model, variant, size, images, repeat, be);
     fprintf(stderr, "sdbench: bad command or missing --in/--out\n");
     return 2;
 }
