@@ -332,7 +332,8 @@ static int build_keys(sd_model *m, struct keys *ks)
             }
         }
     }
-    qsort(ks->k, ks->n, sizeof *ks->k, cmp_key);
+    if (ks->n)
+        qsort(ks->k, ks->n, sizeof *ks->k, cmp_key);
     return 0;
 }
 
@@ -543,7 +544,8 @@ int lora_apply(sd_model *m, const struct sd_lora *set, int n, int *te_changed, s
         }
     }
     /* 2. Rebuild every layer the old or the new set touches. */
-    qsort(jobs, nj, sizeof *jobs, cmp_job);
+    if (nj)
+        qsort(jobs, nj, sizeof *jobs, cmp_job);
     void **layers = malloc((s->n_touched + nj + 1) * sizeof *layers);
     int nl = 0;
     if (!layers) {

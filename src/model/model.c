@@ -196,7 +196,9 @@ static int vae_override(sd_model *m, const char *vae, const char model_vae_confi
         while (n > 1 && parent[n - 1] == '/')
             parent[--n] = 0;
         char *slash = strrchr(parent, '/');
-        snprintf(name, sizeof m->vae_leaf, "%s", slash ? slash + 1 : parent);
+        int len = snprintf(name, sizeof m->vae_leaf, "%s", slash ? slash + 1 : parent);
+        if (len < 0 || (size_t)len >= sizeof m->vae_leaf)
+            return sd_errf(err, SD_ERR_ARG, "--vae %s: folder name too long", vae);
         if (slash)
             *slash = 0;
         else
@@ -256,7 +258,8 @@ static void base_name(char *out, size_t cap, const char *path)
     while (n > 1 && tmp[n - 1] == '/')
         tmp[--n] = 0;
     const char *b = strrchr(tmp, '/');
-    snprintf(out, cap, "%s", b ? b + 1 : tmp);
+    if (snprintf(out, cap, "%s", b ? b + 1 : tmp) >= (int)cap)
+        out[cap - 1] = 0; /* a display name: a cut one is fine */
     char *dot = strrchr(out, '.');
     if (dot && (!strcmp(dot, ".safetensors") || !strcmp(dot, ".ckpt")))
         *dot = 0;

@@ -802,7 +802,8 @@ int pt_open(struct st_file **out, const char *path, long *global_step, struct sd
     }
     struct st_tensor *ts = NULL;
     if (!rc) {
-        qsort(ents, nents, sizeof *ents, cmp_entry);
+        if (nents)
+            qsort(ents, nents, sizeof *ents, cmp_entry);
         ts = calloc(st.n ? st.n : 1, sizeof *ts);
         if (!ts)
             rc = sd_errf(err, SD_ERR_NOMEM, "out of memory");

@@ -78,7 +78,7 @@ const struct route *route_match(const char *method, const char *path, char *para
     if (allow_cap)
         allow[0] = '\0';
     for (int i = 0; i < routes_count; i++) {
-        char tmp[64];
+        char tmp[64] = "";
         if (!path_matches(routes[i].pattern, path, tmp, sizeof tmp))
             continue;
         if (!strcmp(routes[i].method, m) && !found) {

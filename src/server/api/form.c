@@ -39,7 +39,8 @@ static enum MHD_Result on_value(void *cls, enum MHD_ValueKind kind, const char *
         ps->error = 2;
         return MHD_NO;
     }
-    memcpy(d + p->len, data, size);
+    if (size)
+        memcpy(d + p->len, data, size);
     p->len += size;
     d[p->len] = '\0';
     p->data = d;
