@@ -398,6 +398,18 @@ int st_parse_header(struct st_file **out, const uint8_t *buf, size_t len, const 
     return SD_OK;
 }
 
+void st_release_pages(const struct st_file *f, const void *p, size_t n)
+{
+    const uint8_t *lo = f->map, *q = p;
+    if (!lo || q < lo || n > f->map_len || (size_t)(q - lo) > f->map_len - n)
+        return; /* not in a mapping of ours: never madvise the heap */
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)q + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)q + n) & ~(uintptr_t)(page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 int st_from_mapping(struct st_file **out, const char *label, void *map, size_t map_len,
                     const struct st_tensor *ts, int n, const char *const *meta_kv, struct sd_err *err)
 {

@@ -141,6 +141,12 @@ int st_index(const struct st_file *f, const struct st_tensor *t);
 /* Bytes per element (1 for BOOL and the F8 types, 8 for C64) and the
  * format's name ("F32"). */
 size_t st_dtype_size(enum st_dtype dt);
+
+/* The pages wholly inside [p, p + n) of f's file mapping are dropped from
+ * memory (they are re-read from the file if touched again): for tensors
+ * converted to another format, so the file's copy stops counting. A no-op
+ * for anything outside a mapping st_open made. */
+void st_release_pages(const struct st_file *f, const void *p, size_t n);
 const char *st_dtype_name(enum st_dtype dt);
 
 /* Convert F32/F16/BF16/F64 data to float32 into dst (t->numel floats).

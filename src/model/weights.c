@@ -194,6 +194,9 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
         fail(w, e.code, "tensor '%s': %s", name, e.msg);
         return NULL;
     }
+    /* The converted copy is what the model uses: the file's pages of this
+     * tensor (F16 in most single files) need not stay resident. */
+    st_release_pages(w->file, t->data, t->nbytes);
     if (transpose && t->ndim == 2) { /* the view is [rows, cols] of the file's [cols, rows] */
         size_t r = (size_t)t->shape[0], c = (size_t)t->shape[1];
         float *tmp = malloc(r * c * sizeof(float));
