@@ -9,7 +9,8 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config clang libclang-rt-14-dev libomp-14-dev \
     libdnnl-dev libjansson-dev libpng-dev zlib1g-dev libunistring-dev \
-    libmicrohttpd-dev libsqlite3-dev libhiredis-dev libminizip-dev libjpeg62-turbo-dev sqlite3 \
+    libmicrohttpd-dev libsqlite3-dev libhiredis-dev libcurl4-openssl-dev libminizip-dev \
+    libjpeg62-turbo-dev sqlite3 \
     python3 python3-selenium chromium chromium-driver redis-server >/dev/null
 # The compatibility tests drive the server with the clients people use.
 PIP_PKGS="openai webuiapi"

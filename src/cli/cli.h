@@ -6,6 +6,7 @@
 #define SD_CLI_H
 
 int cli_generate(int argc, char **argv); /* generate.c */
-int cli_serve(int argc, char **argv);    /* serve.c */
+int cli_serve(int argc, char **argv);
+int cli_worker(int argc, char **argv);    /* serve.c */
 
 #endif

@@ -12,6 +12,7 @@ static void usage(FILE *f)
             "commands:\n"
             "  generate   generate one image from a prompt and write it as PNG\n"
             "  serve      run the HTTP API (POST /generate, GET /results/{id}, ...)\n"
+            "  worker     run inference for a Redis fleet (--store redis://...)\n"
             "\n"
             "`diffusiond <command> --help` lists a command's options.\n");
 }
@@ -27,6 +28,8 @@ int main(int argc, char **argv)
         return cli_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve"))
         return cli_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "worker"))
+        return cli_worker(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

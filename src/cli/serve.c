@@ -1,4 +1,5 @@
-/* serve.c - `diffusiond serve [options]`: parse options, run the service.
+/* serve.c - `diffusiond serve [options]` and `diffusiond worker [options]`:
+ * parse options, run the service (or a worker of a Redis fleet).
  *
  * src/cli/main.c dispatches the "serve" subcommand here with argv[0] =
  * "serve". Exit codes: 0 clean shutdown or --help, 2 bad options, 1 the
@@ -11,13 +12,14 @@
 #include "server/config.h"
 #include "server/server.h"
 
-int cli_serve(int argc, char **argv)
+static int run(int argc, char **argv, int worker_only)
 {
     struct server_config cfg;
     struct sd_err err = {0};
     config_defaults(&cfg);
+    cfg.worker_only = worker_only;
     if (config_load(&cfg, argc, argv, getenv, &err)) {
-        fprintf(stderr, "diffusiond serve: %s\n", err.msg);
+        fprintf(stderr, "diffusiond %s: %s\n", worker_only ? "worker" : "serve", err.msg);
         return 2;
     }
     if (cfg.help) {
@@ -25,4 +27,16 @@ int cli_serve(int argc, char **argv)
         return 0;
     }
     return server_run(&cfg);
+}
+
+int cli_serve(int argc, char **argv)
+{
+    return run(argc, argv, 0);
+}
+
+/* `diffusiond worker --store redis://... --model M`: the engine and one
+ * worker, no HTTP; the same options as serve (those of HTTP unused). */
+int cli_worker(int argc, char **argv)
+{
+    return run(argc, argv, 1);
 }

@@ -52,6 +52,10 @@ static const struct opt opts[] = {
      "TCP port (0: pick a free one; the chosen port is printed)"},
     {"--data-dir", "DIFFUSIOND_DATA_DIR", OPT_STR, F(data_dir), 0, 0, "DIR",
      "where the task database and images live (created if missing)"},
+    {"--store", "DIFFUSIOND_STORE", OPT_STR, F(store), 0, 0, "URL",
+     "redis://HOST[:PORT][/DB]: tasks and images in Redis, shared by API nodes and workers (default: SQLite in --data-dir)"},
+    {"--workers", "DIFFUSIOND_WORKERS", OPT_INT, F(workers), 0, 1, "N",
+     "inference workers in this process: 1, or 0 for an API node of a Redis fleet (needs --store)"},
     {"--result-ttl", "DIFFUSIOND_RESULT_TTL", OPT_INT, F(result_ttl), 1, 1e12, "SECONDS",
      "how long finished results are kept before they expire (410)"},
     {"--max-body", "DIFFUSIOND_MAX_BODY", OPT_INT, F(max_body), 256, 64 << 20, "BYTES",
@@ -101,6 +105,8 @@ void config_defaults(struct server_config *c)
     c->host = "127.0.0.1";
     c->port = 8000;
     c->data_dir = "./diffusiond-data";
+    c->store = NULL;
+    c->workers = 1;
     c->result_ttl = 24 * 3600;
     c->max_body = 64 * 1024;
     c->max_upload = 16 << 20;
@@ -200,6 +206,12 @@ int config_load(struct server_config *c, int argc, char **argv,
                        c->prediction_type);
     if (c->plan_size % 8)
         return sd_errf(err, SD_ERR_ARG, "--plan-size: expected a multiple of 8, got %lld", c->plan_size);
+    if (c->store && strncmp(c->store, "redis://", 8))
+        return sd_errf(err, SD_ERR_ARG, "--store: expected redis://HOST[:PORT][/DB], got '%s'", c->store);
+    if (!c->workers && !c->store)
+        return sd_errf(err, SD_ERR_ARG, "--workers 0 needs --store redis://... (an API node of a fleet)");
+    if (c->worker_only && !c->store)
+        return sd_errf(err, SD_ERR_ARG, "diffusiond worker needs --store redis://...");
     return SD_OK;
 }
 

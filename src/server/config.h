@@ -32,6 +32,9 @@ struct server_config {
     const char *host;        /* listen address */
     long long port;          /* 0 picks a free port (printed at start) */
     const char *data_dir;    /* SQLite database and images */
+    const char *store;       /* redis://... : tasks in Redis (shared); NULL: SQLite in data_dir */
+    long long workers;       /* embedded inference workers: 1, or 0 for an API node */
+    int worker_only;         /* `diffusiond worker`: no HTTP, a worker for the store */
     long long result_ttl;    /* seconds a finished result is kept */
     long long max_body;      /* request body bytes */
     long long max_upload;    /* request body bytes on routes that take images */

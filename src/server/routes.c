@@ -111,6 +111,20 @@ size_t routes_body_limit(const struct server *srv, const char *method, const cha
     return (size_t)(rt && rt->upload ? srv->cfg.max_upload : srv->cfg.max_body);
 }
 
+/* One token of the client's submission budget: shared by every API node
+ * when the store is (Redis), this process's otherwise; a store that cannot
+ * answer falls back to this process's bucket. */
+static int rate_take(struct server *srv, const char *client, double *retry)
+{
+    if (srv->cfg.rate_limit > 0 && srv->store.ops->rate_take) {
+        int allowed = 1;
+        if (srv->store.ops->rate_take(srv->store.ctx, client, srv->cfg.rate_limit,
+                                      (int)srv->cfg.rate_burst, &allowed, retry, NULL) == SD_OK)
+            return allowed;
+    }
+    return ratelimit_take(srv->ratelimit, client, now_mono(), retry);
+}
+
 /* An error in the family's shape. */
 static enum MHD_Result reply_error(struct http_request *r, enum api_family fam, int status,
                                    const char *msg, const char *const *headers)
@@ -167,7 +181,7 @@ enum MHD_Result routes_dispatch(struct server *srv, struct http_request *r)
         return reply_error(r, rt->family, 413, msg, NULL);
     }
     double retry;
-    if (rt->rate_limited && !ratelimit_take(srv->ratelimit, r->client, now_mono(), &retry)) {
+    if (rt->rate_limited && !rate_take(srv, r->client, &retry)) {
         metrics_count_rate_limited(srv->metrics);
         char secs[32], msg[128];
         snprintf(secs, sizeof secs, "%.0f", ceil(retry));

@@ -141,6 +141,17 @@ static int open_access_log(struct server *srv, struct sd_err *err)
     return SD_OK;
 }
 
+/* A shared store saw a task change (in another process, maybe). */
+static void on_store_change(void *user, const char *id)
+{
+    struct server *srv = user;
+    if (!strcmp(id, "*"))
+        hub_notify_all(srv->hub);
+    else
+        hub_notify(srv->hub, id);
+    worker_wake(srv->worker); /* a task queued by another process: claim it now */
+}
+
 /* Everything but the model and the threads; on failure err says why. */
 static int open_parts(struct server *srv, struct sd_err *err)
 {
@@ -149,12 +160,17 @@ static int open_parts(struct server *srv, struct sd_err *err)
         return rc;
     if (srv->cfg.api_keys && (rc = auth_load(&srv->auth, srv->cfg.api_keys, err)))
         return rc;
-    if ((rc = store_sqlite_open(&srv->store, srv->cfg.data_dir, err)))
+    if (srv->cfg.store)
+        rc = store_redis_open(&srv->store, srv->cfg.store, err);
+    else
+        rc = store_sqlite_open(&srv->store, srv->cfg.data_dir, err);
+    if (rc)
         return rc;
     int n = 0;
     /* We own the data directory (store lock): whatever a previous run left
-     * processing was interrupted, so it goes back to the queue now. */
-    if ((rc = store_requeue(&srv->store, 1e300, 3, &n, err)))
+     * processing was interrupted, so it goes back to the queue now. In a
+     * shared store other workers may be running them: their leases decide. */
+    if (!srv->store.ops->shared && (rc = store_requeue(&srv->store, 1e300, 3, &n, err)))
         return rc;
     if (n)
         server_log("%d interrupted task%s back in the queue", n, n == 1 ? "" : "s");
@@ -164,6 +180,7 @@ static int open_parts(struct server *srv, struct sd_err *err)
     srv->openapi = openapi_render(&srv->limits);
     if (!srv->metrics || !srv->ratelimit || !srv->hub || !srv->openapi)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+
     return SD_OK;
 }
 
@@ -253,9 +270,24 @@ int server_run(const struct server_config *cfg)
         close_parts(&srv);
         return 1;
     }
-    load_model(&srv);
+    if (srv.cfg.workers > 0 || srv.cfg.worker_only)
+        load_model(&srv);
+    if (srv.cfg.worker_only && !srv.model) {
+        server_log("cannot start a worker without its model");
+        close_parts(&srv);
+        return 1;
+    }
     if (srv.model && worker_start(&srv.worker, &srv, &err)) {
         server_log("cannot start: %s", err.msg);
+        close_parts(&srv);
+        return 1;
+    }
+    /* Changes made by other processes (a shared store) wake our streams,
+     * waits and worker; started once the worker exists. */
+    if (store_subscribe(&srv.store, on_store_change, &srv, &err)) {
+        server_log("cannot start: %s", err.msg);
+        worker_free(srv.worker);
+        srv.worker = NULL;
         close_parts(&srv);
         return 1;
     }
@@ -263,18 +295,26 @@ int server_run(const struct server_config *cfg)
     pthread_mutex_init(&j.mu, NULL);
     pthread_cond_init(&j.cv, NULL);
     pthread_create(&j.thread, NULL, janitor_main, &j);
-    if (http_start(&srv, &err)) {
+    if (!srv.cfg.worker_only && http_start(&srv, &err)) {
         server_log("cannot start: %s", err.msg);
         janitor_stop(&j);
+        store_subscribe(&srv.store, NULL, NULL, NULL);
         worker_free(srv.worker);
         close_parts(&srv);
         return 1;
     }
-    server_log("listening on http://%s%s%s:%d (data in %s%s)",
-               strchr(srv.cfg.host, ':') ? "[" : "", srv.cfg.host,
-               strchr(srv.cfg.host, ':') ? "]" : "", http_port(&srv), srv.cfg.data_dir,
-               srv.auth ? ", API keys required" : "");
-    if (srv.cfg.rate_limit > 0)
+    if (srv.cfg.worker_only)
+        server_log("worker serving %s, tasks from %s", sd_model_get_info(srv.model)->name,
+                   srv.cfg.store);
+    else
+        server_log("listening on http://%s%s%s:%d (%s %s%s%s)", strchr(srv.cfg.host, ':') ? "[" : "",
+                   srv.cfg.host, strchr(srv.cfg.host, ':') ? "]" : "", http_port(&srv),
+                   srv.cfg.store ? "tasks in" : "data in",
+                   srv.cfg.store ? srv.cfg.store : srv.cfg.data_dir,
+                   srv.worker ? "" : ", no local worker", srv.auth ? ", API keys required" : "");
+    if (srv.cfg.worker_only)
+        ; /* no HTTP: no rate limit to report */
+    else if (srv.cfg.rate_limit > 0)
         server_log("rate limit: %g submissions per minute per client, burst %lld "
                    "(--rate-limit 0 turns it off)", srv.cfg.rate_limit, srv.cfg.rate_burst);
     else
@@ -287,6 +327,7 @@ int server_run(const struct server_config *cfg)
     server_log("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_quiesce(&srv);
     worker_stop(srv.worker); /* the running step finishes; the task is requeued */
+    store_subscribe(&srv.store, NULL, NULL, NULL); /* no more wake-ups from other processes */
     janitor_stop(&j);
     hub_shutdown(srv.hub);
     http_stop(&srv);

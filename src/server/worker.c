@@ -9,13 +9,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/api/json_api.h"
+#include "server/api/api.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/sse.h"
 #include "server/store/store.h"
 
 #define MAX_ATTEMPTS 3
+#define HEARTBEAT_MAX_S 2.0   /* lease renewal (and remote cancel) interval cap */
+#define ADVERTISE_EVERY_S 2.0 /* shared stores: "alive, serving model M" ... */
+#define ADVERTISE_TTL_S 10.0  /* ... believed this long */
 
 enum stop_reason { STOP_NONE, STOP_USER, STOP_SHUTDOWN, STOP_LOST };
 
@@ -25,6 +28,9 @@ struct worker {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     char name[128];          /* worker id in the store: host:pid:random */
+    char model[256];         /* the model it serves (its tasks' queue) */
+    char *info;              /* the model described for the fleet (JSON text) */
+    double last_advertised;  /* monotonic; janitor thread only */
     int stopping;            /* under mu */
     int joined;              /* under mu */
     int woken;               /* under mu */
@@ -139,6 +145,11 @@ static void run_task(struct worker *w, const struct task *t)
     hub_notify_all(srv->hub); /* every pending task moved up one place */
     worker_tick(w);           /* catch a cancel made between claim and now */
     server_log("task %s started (attempt %d)", t->id, t->attempts);
+    /* Fault injection for the fleet tests (tests/http/test_fleet.py): a task
+     * that kills its worker every time. Never set in production. */
+    const char *poison = getenv("DIFFUSIOND_TEST_ABORT_PROMPT");
+    if (poison && *poison && t->prompt && !strcmp(poison, t->prompt))
+        abort();
     if (!t->params || gen_request_from_text(t->params, &req, &err)) {
         finish(w, t, TASK_FAILED, t->params ? err.msg : "the task has no parameters");
         set_running(w, "");
@@ -191,7 +202,7 @@ static void *worker_main(void *arg)
         struct task t;
         int claimed = 0;
         struct sd_err err = {0};
-        if (store_claim(&srv->store, w->name, now_unix(), (double)srv->cfg.lease, &t, &claimed,
+        if (store_claim(&srv->store, w->name, w->model, now_unix(), (double)srv->cfg.lease, &t, &claimed,
                         &err))
             server_log("worker: claiming a task failed: %s", err.msg);
         if (claimed) {
@@ -254,7 +265,17 @@ void worker_tick(struct worker *w)
     double lease = (double)srv->cfg.lease, now = now_mono();
     char id[UUID_STR_LEN];
     pthread_mutex_lock(&w->mu);
-    int due = w->id[0] && now - w->last_heartbeat >= lease / 3;
+    /* A running task's lease is renewed every lease/3 (at most 2 s apart:
+     * the renewal also brings cancellations made on other machines). */
+    double every = lease / 3 < HEARTBEAT_MAX_S ? lease / 3 : HEARTBEAT_MAX_S;
+    if (srv->store.ops->advertise && now - w->last_advertised >= ADVERTISE_EVERY_S) {
+        struct sd_err aerr = {0};
+        if (store_advertise(&srv->store, w->name, w->model, w->info, ADVERTISE_TTL_S, &aerr))
+            server_log("worker: telling the fleet it is alive failed: %s", aerr.msg);
+        else
+            w->last_advertised = now;
+    }
+    int due = w->id[0] && now - w->last_heartbeat >= every;
     memcpy(id, w->id, sizeof id);
     pthread_mutex_unlock(&w->mu);
     if (!due)
@@ -284,10 +305,16 @@ int worker_start(struct worker **out, struct server *srv, struct sd_err *err)
     pthread_cond_init(&w->cv, NULL);
     char host[64] = "localhost";
     gethostname(host, sizeof host - 1);
+    const struct sd_model_info *in = sd_model_get_info(srv->model);
+    snprintf(w->model, sizeof w->model, "%s", in->name);
+    json_t *info = api_model_json(in);
+    w->info = info ? json_api_dumps(info, NULL) : NULL;
+    json_decref(info);
     uint32_t rnd = 0;
     random_bytes(&rnd, sizeof rnd, NULL);
     snprintf(w->name, sizeof w->name, "%s:%d:%08x", host, (int)getpid(), rnd);
     if (pthread_create(&w->thread, NULL, worker_main, w)) {
+        free(w->info);
         free(w);
         return sd_errf(err, SD_ERR_INTERNAL, "worker: cannot start a thread");
     }
@@ -309,8 +336,11 @@ void worker_stop(struct worker *w)
     w->joined = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    if (!joined)
+    if (!joined) {
         pthread_join(w->thread, NULL);
+        if (w->srv->store.ops->advertise) /* leaving the fleet */
+            store_advertise(&w->srv->store, w->name, w->model, NULL, 0, NULL);
+    }
 }
 
 void worker_free(struct worker *w)
@@ -320,5 +350,6 @@ void worker_free(struct worker *w)
     worker_stop(w);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
+    free(w->info);
     free(w);
 }

@@ -55,6 +55,85 @@ class Response:
         return self.headers.get(name.lower())
 
 
+# DIFFUSIOND_TEST_STORE=redis runs every Server on the Redis store: each
+# data directory gets its own redis-server (AOF on, on a free loopback
+# port), kept across restarts of servers on that directory, so tests stay
+# isolated and a restart finds its tasks, as with SQLite.
+REDIS = {}
+
+
+def redis_for(data_dir):
+    """(port, process) of the redis-server of data_dir, started if needed."""
+    if data_dir in REDIS and REDIS[data_dir][1].poll() is None:
+        return REDIS[data_dir]
+    port = REDIS[data_dir][0] if data_dir in REDIS else free_port()
+    d = os.path.join(data_dir, "redis")
+    os.makedirs(d, exist_ok=True)
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+                             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                             "--daemonize", "no", "--logfile", os.path.join(d, "log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: redis_ping(port), 10, "redis-server on port %d" % port)
+    REDIS[data_dir] = (port, proc)
+    return REDIS[data_dir]
+
+
+def stop_redis_all():
+    for port, proc in REDIS.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    REDIS.clear()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_cmd(port, *args, timeout=5):
+    """One command in RESP over a new connection; the reply, decoded simply
+    (bytes, int, None, list); an error reply raises."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            t, rest = line[:1], line[1:-2]
+            if t == b"+":
+                return rest
+            if t == b"-":
+                raise TestFailure("redis: " + rest.decode())
+            if t == b":":
+                return int(rest)
+            if t == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = f.read(n + 2)[:-2]
+                return data
+            if t == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise TestFailure("redis: bad reply %r" % line)
+        return read()
+
+
+def redis_ping(port):
+    try:
+        return redis_cmd(port, "PING", timeout=1) == b"PONG"
+    except (OSError, TestFailure):
+        return False
+
+
 class Server:
     def __init__(self, binary, data_dir, model=None, args=(), env=None):
         self.binary = binary
@@ -72,6 +151,12 @@ class Server:
         cmd = [self.binary, "serve", "--port", "0", "--data-dir", self.data_dir]
         if self.model:
             cmd += ["--model", self.model]
+        self.redis_port = None
+        if os.environ.get("DIFFUSIOND_TEST_STORE") == "redis" and "--store" not in self.args:
+            self.redis_port = redis_for(self.data_dir)[0]
+            cmd += ["--store", "redis://127.0.0.1:%d" % self.redis_port]
+            if "--lease" not in self.args:
+                cmd += ["--lease", "5"]  # a killed worker's task is requeued in seconds
         cmd += self.args
         env = dict(os.environ)
         env.update(self.env or {})

@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (REPO, Runner, Server, TestFailure, check, png_decode,  # noqa: E402
-                     png_encode, wait_until)
+                     png_encode, stop_redis_all, wait_until)
 
 import openai  # noqa: E402  (pip: openai)
 import webuiapi  # noqa: E402  (pip: webuiapi)
@@ -498,6 +498,7 @@ def main():
             SHARED.kill9()
         if rc and SHARED.proc:
             print("--- shared server log (tail) ---\n" + SHARED.log_text()[-3000:])
+        stop_redis_all()
         if not ARGS.keep:
             shutil.rmtree(TMP, ignore_errors=True)
     return rc

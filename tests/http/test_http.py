@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (REPO, Runner, Server, TestFailure, check, png_decode,  # noqa: E402
-                     wait_until)
+                     redis_cmd, stop_redis_all, wait_until)
 
 ARGS = None
 TMP = None
@@ -393,8 +393,11 @@ def test_expiry_410():
         r = s.get("/results/" + tid)
         check(r.json() == {"detail": "Task result has expired."}, r.body)
         check(s.get("/results/%s/image" % tid).status == 410, "image expired too")
-        s.wait_log("expired")  # the janitor removed it from disk
-        check(not os.path.exists(os.path.join(s.data_dir, "images", tid + ".png")), "file gone")
+        s.wait_log("expired")  # the janitor removed it from the store
+        if s.redis_port:
+            check(redis_cmd(s.redis_port, "EXISTS", "dfd:img:%s:0" % tid) == 0, "image gone")
+        else:
+            check(not os.path.exists(os.path.join(s.data_dir, "images", tid + ".png")), "file gone")
         check(s.get("/results/123e4567-e89b-42d3-a456-426614174000").status == 404, "never seen")
     finally:
         s.stop()
@@ -429,7 +432,8 @@ def test_kill9_mid_generation():
     s.kill9()
     s2 = Server(ARGS.binary, s.data_dir, ARGS.model).start()
     try:
-        s2.wait_log("interrupted task back in the queue")
+        # SQLite: the restart takes the task back; Redis: its lease runs out.
+        s2.wait_log("interrupted task back in the queue|with an expired lease requeued")
         check(s2.result(done)["status"] == "completed", "completed result survives")
         res = s2.wait_status(victim, ("completed", "failed"), timeout=300)
         check(res["status"] == "completed", res["status"])
@@ -589,6 +593,7 @@ def main():
             SHARED.kill9()
         if rc and SHARED.proc:
             print("--- shared server log (tail) ---\n" + SHARED.log_text()[-3000:])
+        stop_redis_all()
         if not ARGS.keep:
             shutil.rmtree(TMP, ignore_errors=True)
     return rc

@@ -67,7 +67,7 @@ TEST(store_sqlite_queue_order_and_capacity)
 
     struct task got;
     int claimed = 0;
-    CHECK(store_claim(&st, "w1", 2000, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w1", NULL, 2000, 30, &got, &claimed, NULL) == SD_OK && claimed);
     CHECK(!strcmp(got.id, t[0].id) && got.status == TASK_PROCESSING && got.attempts == 1);
     CHECK(got.seed == -42 && got.started_at == 2000 && !strcmp(got.prompt, "p"));
     task_clear(&got);
@@ -91,7 +91,7 @@ TEST(store_sqlite_complete_and_image)
     new_task(&t, "a cat", 1);
     CHECK(put(&st, &t, 10) == 1);
     int claimed, owned, cancel, found;
-    CHECK(store_claim(&st, "w1", 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w1", NULL, 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
     task_clear(&got);
     CHECK(store_progress(&st, t.id, "w1", 3, 5, NULL) == SD_OK);
     CHECK(store_get(&st, t.id, &got, &found, NULL) == SD_OK && found);
@@ -149,7 +149,7 @@ TEST(store_sqlite_cancel_fail_release)
     task_clear(&got);
 
     /* processing -> requested, seen by the heartbeat, honoured by fail() */
-    CHECK(store_claim(&st, "w", 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w", NULL, 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
     CHECK(!strcmp(got.id, a.id));
     task_clear(&got);
     CHECK(store_cancel(&st, a.id, 11, &cr, NULL) == SD_OK && cr == CANCEL_REQUESTED);
@@ -160,20 +160,20 @@ TEST(store_sqlite_cancel_fail_release)
     task_clear(&got);
 
     /* b was cancelled, so c runs next; release puts it back in front */
-    CHECK(store_claim(&st, "w", 20, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w", NULL, 20, 30, &got, &claimed, NULL) == SD_OK && claimed);
     CHECK(!strcmp(got.id, c.id) && got.attempts == 1);
     task_clear(&got);
     CHECK(store_release(&st, c.id, "w", &owned, NULL) == SD_OK && owned);
     CHECK(store_get(&st, c.id, &got, &found, NULL) == SD_OK);
     CHECK(got.status == TASK_PENDING && got.attempts == 0 && got.started_at == 0);
     task_clear(&got);
-    CHECK(store_claim(&st, "w", 21, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w", NULL, 21, 30, &got, &claimed, NULL) == SD_OK && claimed);
     task_clear(&got);
     CHECK(store_fail(&st, c.id, "w", 22, TASK_FAILED, "out of luck", &owned, NULL) == SD_OK);
     CHECK(store_get(&st, c.id, &got, &found, NULL) == SD_OK && got.status == TASK_FAILED);
     CHECK(got.error_message && !strcmp(got.error_message, "out of luck"));
     task_clear(&got);
-    CHECK(store_claim(&st, "w", 23, 30, &got, &claimed, NULL) == SD_OK && !claimed);
+    CHECK(store_claim(&st, "w", NULL, 23, 30, &got, &claimed, NULL) == SD_OK && !claimed);
     store_close(&st);
     rm_tmp();
 }
@@ -187,7 +187,7 @@ TEST(store_sqlite_crash_recovery)
     new_task(&a, "a", 1);
     CHECK(put(&st, &a, 10) == 1);
     int claimed, n, found;
-    CHECK(store_claim(&st, "dead", 100, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "dead", NULL, 100, 30, &got, &claimed, NULL) == SD_OK && claimed);
     task_clear(&got);
     /* A second store on the same directory is refused while one owns it. */
     struct store st2;
@@ -209,7 +209,7 @@ TEST(store_sqlite_crash_recovery)
     task_clear(&got);
     /* Two more deaths, then the task fails instead of looping. */
     for (int i = 0; i < 2; i++) {
-        CHECK(store_claim(&st, "dead", 200, 30, &got, &claimed, NULL) == SD_OK && claimed);
+        CHECK(store_claim(&st, "dead", NULL, 200, 30, &got, &claimed, NULL) == SD_OK && claimed);
         task_clear(&got);
         CHECK(store_requeue(&st, 1e300, 3, &n, NULL) == SD_OK && n == 1);
     }
@@ -230,7 +230,7 @@ TEST(store_sqlite_expire)
     new_task(&b, "pending stays", 2);
     CHECK(put(&st, &a, 10) == 1);
     int claimed, owned, n, found;
-    CHECK(store_claim(&st, "w", 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w", NULL, 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
     task_clear(&got);
     const uint8_t png[] = {1, 2, 3};
     const struct blob one = {png, 3};
@@ -282,7 +282,7 @@ TEST(store_sqlite_inputs_and_several_images)
     snprintf(path, sizeof path, "%s/images/%s.in0", tmpdir, full.id);
     CHECK(access(path, F_OK) != 0);
 
-    CHECK(store_claim(&st, "w", 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
+    CHECK(store_claim(&st, "w", NULL, 10, 30, &got, &claimed, NULL) == SD_OK && claimed);
     CHECK(got.n_inputs == 2 && got.n_images == 0);
     task_clear(&got);
     struct blob out[3] = {{(const uint8_t *)"A", 1}, {(const uint8_t *)"BB", 2},
@@ -392,7 +392,7 @@ static void *claim_all(void *arg)
     for (;;) {
         struct task t;
         int claimed = 0;
-        if (store_claim(c->st, c->worker, now_unix(), 30, &t, &claimed, NULL) || !claimed)
+        if (store_claim(c->st, c->worker, NULL, now_unix(), 30, &t, &claimed, NULL) || !claimed)
             break;
         int owned = 0;
         const struct blob x = {(const uint8_t *)"x", 1};

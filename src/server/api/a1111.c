@@ -203,6 +203,9 @@ static void parse_request(struct server *srv, json_t *body, int img2img, struct 
     else
         req->n_images = (int)(batch * iters);
     req->seed_per_image = 1;
+    json_t *ck = json_is_object(ov) ? json_object_get(ov, "sd_model_checkpoint") : NULL;
+    if (json_is_string(ck) && api_model_known(srv, json_string_value(ck)))
+        req->model = strdup(json_string_value(ck));
     if (!img2img)
         return; /* txt2img's denoising_strength is the hires pass's: no hires pass here */
 
@@ -246,9 +249,11 @@ static int parse_images(struct server *srv, json_t *body, struct gen_request *re
 /* ------------------------------------------------------------------------ */
 /* The answer */
 
-static const char *model_title(struct server *srv)
+/* The checkpoint title: the default model's name (see api_default_model). */
+static const char *model_title(struct server *srv, char *buf, size_t cap)
 {
-    return srv->model ? sd_model_get_info(srv->model)->name : "";
+    api_default_model(srv, buf, cap, NULL);
+    return buf;
 }
 
 /* Processed.js(): the generation's facts, as a JSON string in "info". */
@@ -299,7 +304,7 @@ static char *info_text(struct server *srv, const struct task *t, int img2img)
     json_object_set_new(o, "batch_size", json_integer(t->n_images));
     json_object_set_new(o, "restore_faces", json_false());
     json_object_set_new(o, "face_restoration_model", json_null());
-    json_object_set_new(o, "sd_model_name", json_string(model_title(srv)));
+    json_object_set_new(o, "sd_model_name", json_string(req.model ? req.model : ""));
     json_object_set_new(o, "sd_model_hash", json_null());
     json_object_set_new(o, "sd_vae_name", json_null());
     json_object_set_new(o, "sd_vae_hash", json_null());
@@ -390,7 +395,8 @@ static enum MHD_Result submit(struct server *srv, struct http_request *r, int im
         switch (st) {
         case SUBMIT_INVALID: return a1111_error(r, 400, "ValueError", sub.message, NULL);
         case SUBMIT_NO_MODEL: return a1111_error(r, 503, "RuntimeError", sub.message, NULL);
-        case SUBMIT_FULL: return a1111_error(r, 503, "RuntimeError", sub.message, hdr);
+        case SUBMIT_FULL:
+        case SUBMIT_UNAVAILABLE: return a1111_error(r, 503, "RuntimeError", sub.message, hdr);
         default: return a1111_error(r, 500, "RuntimeError", sub.message, NULL);
         }
     }
@@ -450,7 +456,8 @@ enum MHD_Result api_a1111_img2img(struct server *srv, struct http_request *r)
 enum MHD_Result api_a1111_options(struct server *srv, struct http_request *r)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "sd_model_checkpoint", json_string(model_title(srv)));
+    char title[256];
+    json_object_set_new(o, "sd_model_checkpoint", json_string(model_title(srv, title, sizeof title)));
     json_object_set_new(o, "sd_checkpoint_hash", json_null());
     json_object_set_new(o, "samples_format", json_string("png"));
     json_object_set_new(o, "CLIP_stop_at_last_layers", json_integer(1));
@@ -474,11 +481,13 @@ enum MHD_Result api_a1111_set_options(struct server *srv, struct http_request *r
         field_error(errs, "__root__", "value is not a valid dict", "type_error.dict");
         return http_reply_json(r, 422, json_pack("{s:o}", "detail", errs), NULL);
     }
+    /* The checkpoint must be a model this server or its fleet runs; a
+     * request then runs on it when it names it (override_settings). There
+     * is one default for all clients, so it is not switched here. */
     const char *ck = json_string_value(json_object_get(body, "sd_model_checkpoint"));
-    if (ck && strcmp(ck, model_title(srv))) {
+    if (ck && !api_model_known(srv, ck)) {
         char msg[600];
-        snprintf(msg, sizeof msg, "model '%.256s' not found (this server runs '%.256s')", ck,
-                 model_title(srv));
+        snprintf(msg, sizeof msg, "model '%.256s' not found (GET /sdapi/v1/sd-models lists them)", ck);
         json_decref(body);
         return a1111_error(r, 400, "RuntimeError", msg, NULL);
     }
@@ -488,11 +497,17 @@ enum MHD_Result api_a1111_set_options(struct server *srv, struct http_request *r
 
 enum MHD_Result api_a1111_sd_models(struct server *srv, struct http_request *r)
 {
-    json_t *a = json_array();
-    if (srv->model)
-        json_array_append_new(a, json_pack("{s:s,s:s,s:n,s:n,s:s,s:n}", "title", model_title(srv),
-                                           "model_name", model_title(srv), "hash", "sha256",
-                                           "filename", srv->cfg.model, "config"));
+    json_t *a = json_array(), *all = api_fleet_models(srv), *m;
+    size_t i;
+    json_array_foreach(all, i, m)
+    {
+        const char *name = json_string_value(json_object_get(m, "name"));
+        int local = json_is_true(json_object_get(m, "local"));
+        json_array_append_new(a, json_pack("{s:s,s:s,s:n,s:n,s:s,s:n}", "title", name, "model_name", name,
+                                           "hash", "sha256", "filename", local ? srv->cfg.model : name,
+                                           "config"));
+    }
+    json_decref(all);
     return http_reply_json(r, 200, a, NULL);
 }
 

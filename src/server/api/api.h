@@ -28,7 +28,9 @@ enum submit_status {
     SUBMIT_INVALID,  /* the engine refused the values: out->message says why */
     SUBMIT_NO_MODEL, /* no model loaded */
     SUBMIT_FULL,     /* queue at capacity: out->retry_after */
-    SUBMIT_FAILED,   /* the store failed (logged) */
+    SUBMIT_UNAVAILABLE, /* the store could not be reached (logged): nothing queued;
+                         * out->retry_after */
+    SUBMIT_FAILED,   /* something else failed (out of memory) */
 };
 struct submission {
     char id[UUID_STR_LEN];
@@ -38,6 +40,18 @@ struct submission {
     char message[SD_ERR_MSG_MAX];
 };
 enum submit_status api_submit(struct server *srv, struct gen_request *req, struct submission *out);
+/* The models tasks can run on: this process's and those of the workers of
+ * a shared store: [{name, family, default_width, ..., "workers": live
+ * count}] (a new array). */
+json_t *api_fleet_models(struct server *srv);
+/* The same; *store_failed says the shared store could not be asked. */
+json_t *api_fleet_models_err(struct server *srv, int *store_failed);
+/* The model a request without one runs on (this process's, else the
+ * fleet's first with a live worker): 1 and its name (and *info, a new
+ * object, when info is not NULL), or 0 when there is none. */
+int api_default_model(struct server *srv, char *name, size_t cap, json_t **info);
+/* Whether name is a model of this server or its fleet. */
+int api_model_known(struct server *srv, const char *name);
 /* Seconds until a client should look again, from recent generation times. */
 long api_retry_seconds(struct server *srv, int tasks_ahead);
 
@@ -71,6 +85,11 @@ void api_wait_end(struct server *srv, struct http_request *r);
 /* The LoRA names requests may use: the *.safetensors files of dir, sorted,
  * without the extension (ops.c). A new JSON array; empty without a dir. */
 json_t *api_lora_names(const char *dir);
+
+/* What a client may want to know of a model (ops.c): name, family,
+ * format, prediction type, default size and guidance, scheduler,
+ * precision. Workers advertise it to the fleet. A new object. */
+json_t *api_model_json(const struct sd_model_info *in);
 
 /* Handlers. */
 enum MHD_Result api_generate(struct server *srv, struct http_request *r);

@@ -61,6 +61,7 @@ enum MHD_Result api_generate(struct server *srv, struct http_request *r)
     }
     case SUBMIT_NO_MODEL:
         return http_reply_detail(r, 503, sub.message, NULL);
+    case SUBMIT_UNAVAILABLE:
     case SUBMIT_FULL: {
         const char *hdr[] = {"Retry-After", secs, NULL};
         return http_reply_detail(r, 503, sub.message, hdr);

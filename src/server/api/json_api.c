@@ -647,6 +647,8 @@ static void check_fields(json_t *errs, json_t *body, const struct api_limits *li
         req->n_images = (int)v;
     check_bool(errs, "seed_per_image", json_object_get(body, "seed_per_image"),
                &req->seed_per_image);
+    check_string(errs, "model", body, json_object_get(body, "model"), 0, 255, &req->model);
+    req->model_strict = 1;
     check_images(errs, body, lim, req);
     if (lim->stored) {
         const char *api = json_string_value(json_object_get(body, "api"));
@@ -713,6 +715,7 @@ void gen_request_free(struct gen_request *r)
     free(r->prompt);
     free(r->negative_prompt);
     free(r->init_file), free(r->mask_file), free(r->init_rgb), free(r->mask_rgb);
+    free(r->model);
     for (int i = 0; i < r->n_loras; i++)
         free(r->lora_names[i]);
     memset(r, 0, sizeof *r);
@@ -753,6 +756,8 @@ json_t *gen_request_to_json(const struct gen_request *r)
         json_object_set_new(o, "seed_per_image", json_true());
     if (r->api)
         json_object_set_new(o, "api", json_string(r->api));
+    if (r->model)
+        json_object_set_new(o, "model", json_string(r->model));
     if (r->n_loras) {
         json_t *a = json_array();
         for (int i = 0; i < r->n_loras; i++)

@@ -29,6 +29,7 @@
  *     num_images           int = 1, 1..max_images
  *     seed_per_image       bool = false: image k gets seed + k (A1111) instead
  *                          of one generator for the batch (diffusers)
+ *     model                str | null: a model this server or its fleet runs
  *
  * init_image and mask are decoded here (limits checked before pixels are
  * allocated) so a broken image is a 422 at submission, not a failed task.
@@ -73,6 +74,8 @@ struct gen_request {
     int mask_invert;
     int n_images;          /* >= 1 */
     int seed_per_image;
+    char *model;           /* owned; the model to run on, NULL: the default */
+    int model_strict;      /* an unknown model name is an error (native API) */
     const char *api;       /* who submitted it: "a1111", "openai" or NULL (native);
                             * a static string */
 };

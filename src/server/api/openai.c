@@ -205,6 +205,10 @@ static int read_common(struct server *srv, struct http_request *r, const struct 
         }
         req->strength = v;
     }
+    /* "dall-e-2", "gpt-image-1": any name works; one of ours picks it. */
+    const char *model = field(f, "model", buf, sizeof buf);
+    if (model && api_model_known(srv, model))
+        req->model = strdup(model);
     req->api = "openai";
     return 1;
 }
@@ -230,6 +234,8 @@ static enum MHD_Result submit(struct server *srv, struct http_request *r, struct
         return api_openai_error(r, 503, sub.message, NULL, "model_unavailable", no_retry);
     case SUBMIT_FULL:
         return api_openai_error(r, 429, sub.message, NULL, "queue_full", retry);
+    case SUBMIT_UNAVAILABLE: /* nothing was queued: a retry is right */
+        return api_openai_error(r, 503, sub.message, NULL, "store_unavailable", retry);
     case SUBMIT_FAILED:
         return api_openai_error(r, 500, sub.message, NULL, NULL, no_retry);
     }
@@ -399,12 +405,13 @@ enum MHD_Result api_openai_edits(struct server *srv, struct http_request *r)
 
 enum MHD_Result api_openai_models(struct server *srv, struct http_request *r)
 {
-    json_t *data = json_array();
-    if (srv->model)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id",
-                                              sd_model_get_info(srv->model)->name, "object",
-                                              "model", "created", (json_int_t)srv->started_at,
+    json_t *data = json_array(), *all = api_fleet_models(srv), *m;
+    size_t i;
+    json_array_foreach(all, i, m)
+        json_array_append_new(data, json_pack("{s:O,s:s,s:I,s:s}", "id", json_object_get(m, "name"),
+                                              "object", "model", "created", (json_int_t)srv->started_at,
                                               "owned_by", "diffusiond"));
+    json_decref(all);
     return http_reply_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data), NULL);
 }
 

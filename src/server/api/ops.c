@@ -8,8 +8,7 @@
 #include "server/metrics.h"
 #include "server/api/api.h"
 
-/* What a client may want to know of the loaded model. */
-static json_t *model_json(const struct sd_model_info *in)
+json_t *api_model_json(const struct sd_model_info *in)
 {
     return json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:s,s:s}", "name", in->name, "family", in->family, "format",
                      in->format, "prediction_type", in->prediction_type, "default_width", in->default_width,
@@ -21,14 +20,42 @@ static json_t *model_json(const struct sd_model_info *in)
  * no store access, so it answers instantly even under load. */
 enum MHD_Result api_health(struct server *srv, struct http_request *r)
 {
-    json_t *o = json_pack("{s:s,s:s}", "status", "ok", "model_status",
-                          srv->model ? "available" : "unavailable");
+    json_t *o = json_pack("{s:s}", "status", "ok");
     if (srv->model) {
         const struct sd_model_info *in = sd_model_get_info(srv->model);
+        json_object_set_new(o, "model_status", json_string("available"));
         json_object_set_new(o, "model", json_string(in->name));
-        json_object_set_new(o, "model_info", model_json(in));
-    } else
+        json_object_set_new(o, "model_info", api_model_json(in));
+    } else if (srv->store.ops->shared) { /* an API node: the fleet's workers run the models */
+        char name[256];
+        json_t *info = NULL;
+        int any = api_default_model(srv, name, sizeof name, &info);
+        int live = any && json_integer_value(json_object_get(info, "workers")) > 0;
+        json_object_set_new(o, "model_status", json_string(live ? "available" : "unavailable"));
+        if (any) {
+            json_object_set_new(o, "model", json_string(name));
+            json_object_set_new(o, "model_info", info);
+        }
+        if (!live)
+            json_object_set_new(o, "model_error",
+                                json_string(any ? "no worker serving the model is alive (tasks wait "
+                                                  "in the queue)"
+                                                : "no worker has joined the fleet yet (diffusiond "
+                                                  "worker --store ...)"));
+    } else {
+        json_object_set_new(o, "model_status", json_string("unavailable"));
         json_object_set_new(o, "model_error", json_string(srv->model_error));
+    }
+    json_object_set_new(o, "store", json_string(srv->store.ops->name));
+    if (srv->store.ops->shared) {
+        json_t *all = api_fleet_models(srv), *m;
+        size_t i;
+        json_int_t workers = 0;
+        json_array_foreach(all, i, m)
+            workers += json_integer_value(json_object_get(m, "workers"));
+        json_decref(all);
+        json_object_set_new(o, "workers", json_integer(workers));
+    }
     json_object_set_new(o, "cpu", json_string(cpu_describe()));
     static const char *const hdr[] = {"Cache-Control", "no-store", NULL};
     return http_reply_json(r, 200, o, hdr);
@@ -68,12 +95,12 @@ json_t *api_lora_names(const char *dir)
  * requests may name. */
 enum MHD_Result api_models(struct server *srv, struct http_request *r)
 {
-    json_t *models = json_array();
-    if (srv->model) {
-        json_t *m = model_json(sd_model_get_info(srv->model));
-        json_object_set_new(m, "status", json_string("available"));
-        json_array_append_new(models, m);
-    }
+    json_t *models = api_fleet_models(srv), *m;
+    size_t i;
+    json_array_foreach(models, i, m)
+        json_object_set_new(m, "status", json_string(json_integer_value(json_object_get(m, "workers")) > 0
+                                                         ? "available"
+                                                         : "no live worker"));
     return http_reply_json(r, 200, json_pack("{s:o,s:o}", "models", models, "loras", api_lora_names(srv->cfg.lora_dir)),
                            NULL);
 }
@@ -89,6 +116,27 @@ enum MHD_Result api_metrics(struct server *srv, struct http_request *r)
     char *text = metrics_render(srv->metrics, have ? counts : NULL, srv->model != NULL, &len);
     if (!text)
         return http_reply_detail(r, 500, "Out of memory.", NULL);
+    if (srv->store.ops->shared) { /* the fleet: live workers per model */
+        json_t *all = api_fleet_models(srv), *m;
+        size_t i, cap = len + 256;
+        json_array_foreach(all, i, m)
+            cap += 160;
+        char *more = realloc(text, cap);
+        if (!more) {
+            free(text);
+            json_decref(all);
+            return http_reply_detail(r, 500, "Out of memory.", NULL);
+        }
+        text = more;
+        len += (size_t)snprintf(text + len, cap - len,
+                                "# HELP diffusiond_workers_alive Workers of the fleet serving a model.\n"
+                                "# TYPE diffusiond_workers_alive gauge\n");
+        json_array_foreach(all, i, m)
+            len += (size_t)snprintf(text + len, cap - len, "diffusiond_workers_alive{model=\"%.100s\"} %lld\n",
+                                    json_string_value(json_object_get(m, "name")),
+                                    (long long)json_integer_value(json_object_get(m, "workers")));
+        json_decref(all);
+    }
     return http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, 1, NULL);
 }
 

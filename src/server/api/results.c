@@ -28,7 +28,8 @@ static enum found find_task(struct server *srv, struct http_request *r, struct t
     }
     if (store_get(&srv->store, r->param, t, &found, &err)) {
         server_log("reading task %s failed: %s", r->param, err.msg);
-        *ret = http_reply_detail(r, 500, "The task store could not be read.", NULL);
+        static const char *const retry[] = {"Retry-After", "5", NULL};
+        *ret = http_reply_detail(r, 503, "The task store is unavailable; retry later.", retry);
         return ANSWERED;
     }
     if (!found) {

@@ -459,9 +459,10 @@ static int sq_input(void *ctx, const char *id, int k, uint8_t **data, size_t *le
     return read_file(path, data, len, err);
 }
 
-static int sq_claim(void *ctx, const char *worker, double now, double lease_s, struct task *out,
-                    int *claimed, struct sd_err *err)
+static int sq_claim(void *ctx, const char *worker, const char *model, double now, double lease_s,
+                    struct task *out, int *claimed, struct sd_err *err)
 {
+    (void)model; /* one process, one model */
     struct sq *s = ctx;
     struct conn *c = conn_get(s);
     sqlite3_stmt *st = stmt(c, S_CLAIM);

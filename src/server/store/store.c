@@ -31,5 +31,6 @@ void task_clear(struct task *t)
     free(t->prompt);
     free(t->params);
     free(t->error_message);
+    free(t->model);
     memset(t, 0, sizeof *t);
 }

@@ -77,6 +77,7 @@ struct task {
     int attempts;           /* times a worker claimed it */
     int cancel_requested;
     char *error_message;    /* failed: why; NULL otherwise */
+    char *model;            /* the model that runs it; NULL: the default one */
     int n_images;           /* images stored (completed); 0 otherwise */
     int n_inputs;           /* input files stored with the task */
 };
@@ -102,6 +103,10 @@ enum cancel_result {
 
 struct store_ops {
     const char *name;
+    /* Several processes use the store at once (Redis): a process starting
+     * must not take the tasks it finds processing for its own crashed ones
+     * (the lease decides that). 0: one process owns it (SQLite's lock). */
+    int shared;
     /* Insert t (id, prompt, params, seed, created_at) with its n_inputs
      * input files (<= STORE_MAX_INPUTS) as pending if fewer than max_pending
      * tasks are pending; *accepted says whether it was (when not, nothing
@@ -112,10 +117,11 @@ struct store_ops {
      * (caller frees), NULL when there is none. */
     int (*input)(void *ctx, const char *id, int k, uint8_t **data, size_t *len,
                  struct sd_err *err);
-    /* Take the oldest pending task: processing, owned by worker until
-     * now + lease_s. *claimed = 0 when the queue is empty. */
-    int (*claim)(void *ctx, const char *worker, double now, double lease_s, struct task *out,
-                 int *claimed, struct sd_err *err);
+    /* Take the oldest pending task of model (NULL: any; a store with one
+     * model ignores it): processing, owned by worker until now + lease_s.
+     * *claimed = 0 when the queue is empty. */
+    int (*claim)(void *ctx, const char *worker, const char *model, double now, double lease_s,
+                 struct task *out, int *claimed, struct sd_err *err);
     int (*heartbeat)(void *ctx, const char *id, const char *worker, double now, double lease_s,
                      int *owned, int *cancel_requested, struct sd_err *err);
     int (*progress)(void *ctx, const char *id, const char *worker, int step, int total,
@@ -146,6 +152,24 @@ struct store_ops {
      * fail once they have been claimed max_attempts times (a task that
      * kills its worker every time must not loop forever). */
     int (*requeue)(void *ctx, double now, int max_attempts, int *n, struct sd_err *err);
+    /* Optional (NULL when every change happens in this process): call fn
+     * from a thread of the store's with the id of a task that changed, or
+     * "*" for any (the queue moved, or changes may have been missed).
+     * Only a wake-up: the store stays the record. fn NULL: stop (fn is
+     * not called once this returns). */
+    int (*subscribe)(void *ctx, void (*fn)(void *user, const char *id), void *user,
+                     struct sd_err *err);
+    /* Optional (shared stores): worker is alive for ttl_s more seconds and
+     * serves model, described by info (JSON text); ttl_s <= 0: it stops. */
+    int (*advertise)(void *ctx, const char *worker, const char *model, const char *info,
+                     double ttl_s, struct sd_err *err);
+    /* Optional: every model a worker has served, as malloc'd JSON text
+     * [{"name", "info": "<JSON text>", "workers": [live worker names]}]. */
+    int (*models)(void *ctx, char **json, struct sd_err *err);
+    /* Optional (shared stores): the per-client rate limit, one bucket for
+     * every API node (per_minute > 0, burst >= 1). */
+    int (*rate_take)(void *ctx, const char *client, double per_minute, int burst, int *allowed,
+                     double *retry_after, struct sd_err *err);
     void (*close)(void *ctx);
 };
 
@@ -165,10 +189,10 @@ static inline int store_input(struct store *s, const char *id, int k, uint8_t **
 {
     return s->ops->input(s->ctx, id, k, data, len, err);
 }
-static inline int store_claim(struct store *s, const char *worker, double now, double lease_s,
-                              struct task *out, int *claimed, struct sd_err *err)
+static inline int store_claim(struct store *s, const char *worker, const char *model, double now,
+                              double lease_s, struct task *out, int *claimed, struct sd_err *err)
 {
-    return s->ops->claim(s->ctx, worker, now, lease_s, out, claimed, err);
+    return s->ops->claim(s->ctx, worker, model, now, lease_s, out, claimed, err);
 }
 static inline int store_heartbeat(struct store *s, const char *id, const char *worker, double now,
                                   double lease_s, int *owned, int *cancel_requested,
@@ -236,6 +260,24 @@ static inline void store_close(struct store *s)
     if (s && s->ops)
         s->ops->close(s->ctx);
 }
+
+static inline int store_subscribe(struct store *s, void (*fn)(void *user, const char *id),
+                                  void *user, struct sd_err *err)
+{
+    return s->ops->subscribe ? s->ops->subscribe(s->ctx, fn, user, err) : SD_OK;
+}
+
+static inline int store_advertise(struct store *s, const char *worker, const char *model,
+                                  const char *info, double ttl_s, struct sd_err *err)
+{
+    return s->ops->advertise ? s->ops->advertise(s->ctx, worker, model, info, ttl_s, err) : SD_OK;
+}
+
+/* The Redis store at url, redis://[:password@]host[:port][/db] (store/redis.c):
+ * shared by API nodes and worker processes on any number of machines. The
+ * server must answer at open (Redis 5.0 or later); later outages fail calls
+ * with SD_ERR_IO until it is back. */
+int store_redis_open(struct store *out, const char *url, struct sd_err *err);
 
 /* The SQLite store in dir (created if missing): dir/diffusiond.db (WAL) and
  * the files in dir/images/. Only one server may own a data directory at a time;
