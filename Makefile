@@ -14,7 +14,7 @@ OPT     ?= -O2
 ARCH    ?= -march=native
 SAN     ?=
 
-PKGS    := jansson libpng libjpeg zlib minizip libmicrohttpd sqlite3 hiredis
+PKGS    := jansson libpng libjpeg zlib minizip libmicrohttpd sqlite3 hiredis libcurl libcrypto
 CFLAGS  := -std=c11 $(OPT) -g $(ARCH) -Wall -Wextra -Werror -Wshadow \
            -Wno-unused-parameter -D_GNU_SOURCE -fopenmp -Isrc \
            -ffp-contract=off $(SAN) $(shell pkg-config --cflags $(PKGS))

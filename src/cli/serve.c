@@ -5,6 +5,7 @@
  * "serve". Exit codes: 0 clean shutdown or --help, 2 bad options, 1 the
  * service could not start.
  */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,7 +27,14 @@ static int run(int argc, char **argv, int worker_only)
         config_usage(stdout);
         return 0;
     }
-    return server_run(&cfg);
+    /* libcurl (S3 images) wants its global set-up before any thread. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+        fprintf(stderr, "diffusiond: libcurl failed to initialise\n");
+        return 1;
+    }
+    int rc = server_run(&cfg);
+    curl_global_cleanup();
+    return rc;
 }
 
 int cli_serve(int argc, char **argv)

@@ -54,6 +54,10 @@ static const struct opt opts[] = {
      "where the task database and images live (created if missing)"},
     {"--store", "DIFFUSIOND_STORE", OPT_STR, F(store), 0, 0, "URL",
      "redis://HOST[:PORT][/DB]: tasks and images in Redis, shared by API nodes and workers (default: SQLite in --data-dir)"},
+    {"--images", "DIFFUSIOND_IMAGES", OPT_STR, F(images), 0, 0, "URL",
+     "s3://BUCKET[/PREFIX]: images in S3-compatible storage (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); default: in the task store"},
+    {"--s3-endpoint", "DIFFUSIOND_S3_ENDPOINT", OPT_STR, F(s3_endpoint), 0, 0, "URL",
+     "http(s)://HOST[:PORT] of the S3-compatible service (MinIO, Ceph, ...); default: AWS for AWS_REGION"},
     {"--workers", "DIFFUSIOND_WORKERS", OPT_INT, F(workers), 0, 1, "N",
      "inference workers in this process: 1, or 0 for an API node of a Redis fleet (needs --store)"},
     {"--result-ttl", "DIFFUSIOND_RESULT_TTL", OPT_INT, F(result_ttl), 1, 1e12, "SECONDS",
@@ -210,6 +214,8 @@ int config_load(struct server_config *c, int argc, char **argv,
         return sd_errf(err, SD_ERR_ARG, "--store: expected redis://HOST[:PORT][/DB], got '%s'", c->store);
     if (!c->workers && !c->store)
         return sd_errf(err, SD_ERR_ARG, "--workers 0 needs --store redis://... (an API node of a fleet)");
+    if (c->images && strncmp(c->images, "s3://", 5))
+        return sd_errf(err, SD_ERR_ARG, "--images: expected s3://BUCKET[/PREFIX], got '%s'", c->images);
     if (c->worker_only && !c->store)
         return sd_errf(err, SD_ERR_ARG, "diffusiond worker needs --store redis://...");
     return SD_OK;

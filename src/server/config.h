@@ -34,6 +34,8 @@ struct server_config {
     const char *data_dir;    /* SQLite database and images */
     const char *store;       /* redis://... : tasks in Redis (shared); NULL: SQLite in data_dir */
     long long workers;       /* embedded inference workers: 1, or 0 for an API node */
+    const char *images;      /* s3://BUCKET[/PREFIX]: images in object storage; NULL: in the store */
+    const char *s3_endpoint; /* http(s)://HOST[:PORT] of an S3-compatible service; NULL: AWS */
     int worker_only;         /* `diffusiond worker`: no HTTP, a worker for the store */
     long long result_ttl;    /* seconds a finished result is kept */
     long long max_body;      /* request body bytes */

@@ -164,6 +164,8 @@ static int open_parts(struct server *srv, struct sd_err *err)
         rc = store_redis_open(&srv->store, srv->cfg.store, err);
     else
         rc = store_sqlite_open(&srv->store, srv->cfg.data_dir, err);
+    if (!rc && srv->cfg.images)
+        rc = store_wrap_s3(&srv->store, srv->cfg.images, srv->cfg.s3_endpoint, getenv, err);
     if (rc)
         return rc;
     int n = 0;

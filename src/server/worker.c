@@ -96,7 +96,10 @@ static void store_result(struct worker *w, const struct task *t, const struct sd
     int owned = 0;
     if (!rc && store_complete(&srv->store, t->id, w->name, now_unix(), pngs, n, &owned, &err)) {
         server_log("task %s: storing the images failed: %s", t->id, err.msg);
-        snprintf(err.msg, sizeof err.msg, "the images could not be stored");
+        char why[SD_ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err.msg);
+        if (snprintf(err.msg, sizeof err.msg, "the images could not be stored: %s", why) < 0)
+            err.msg[0] = '\0';
         rc = SD_ERR_IO;
     }
     for (int k = 0; k < n; k++)

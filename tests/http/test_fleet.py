@@ -333,6 +333,83 @@ def test_fleet_load_two_nodes_two_workers():
         f.close()
 
 
+def moto():
+    """(moto_server, a python with boto3) from the tools/install-deps.sh
+    virtual environment, or from PATH; None when missing."""
+    venv = os.environ.get("DIFFUSIOND_MOTO_VENV",
+                          os.path.expanduser("~/.cache/diffusiond/moto-venv"))
+    server = os.path.join(venv, "bin", "moto_server")
+    if os.access(server, os.X_OK):
+        return server, os.path.join(venv, "bin", "python3")
+    server = shutil.which("moto_server")
+    return (server, sys.executable) if server else None
+
+
+def test_fleet_s3_images():
+    m = moto()
+    if not m:
+        if os.environ.get("DIFFUSIOND_REQUIRE_REDIS") == "1":
+            raise TestFailure("moto_server is required (tools/install-deps.sh sets it up)")
+        print("  (skipped: no moto_server)")
+        return
+    port = free_port()
+    srv = subprocess.Popen([m[0], "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    endpoint = "http://127.0.0.1:%d" % port
+
+    def boto(code):
+        prog = ("import boto3, sys\ns3 = boto3.client('s3', endpoint_url=%r, aws_access_key_id='AKIDTEST', "
+                "aws_secret_access_key='secret', region_name='eu-west-1')\n" % endpoint) + code
+        return subprocess.run([m[1], "-c", prog], capture_output=True, text=True, timeout=60)
+
+    wait_until(lambda: boto("s3.list_buckets()").returncode == 0, 30, "moto_server")
+    check(boto("s3.create_bucket(Bucket='images', CreateBucketConfiguration="
+               "{'LocationConstraint': 'eu-west-1'})").returncode == 0, "bucket")
+    env = {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1"}
+    redis = Redis("s3-redis").start()
+    s3args = ["--images", "s3://images/fleet", "--s3-endpoint", endpoint]
+    api = Server(ARGS.binary, os.path.join(TMP, "s3-api"), ARGS.model,
+                 ["--store", redis.url, "--workers", "0", "--result-ttl", "30"] + s3args, env=env).start()
+    w = Worker(redis, env, s3args).start()
+    bad = None
+    try:
+        tid = api.submit(quick("to the bucket", num_images=2))
+        res = api.wait_status(tid, "completed", timeout=60)
+        check(len(res["images_base64"]) == 2, "two images")
+        listing = boto("print(sorted(o['Key'] for o in s3.list_objects_v2(Bucket='images')['Contents']))")
+        check("fleet/%s.png" % tid in listing.stdout and "fleet/%s.1.png" % tid in listing.stdout,
+              listing.stdout + listing.stderr)
+        check(redis.cmd("GET", "dfd:img:%s:0" % tid).startswith(b"s3:"), "Redis keeps a reference")
+        # Read back checked by sha256: a replaced object is an error.
+        boto("s3.put_object(Bucket='images', Key='fleet/%s.png', Body=b'not the image')" % tid)
+        r = api.get("/results/%s/image" % tid)
+        check(r.status == 500, (r.status, r.body))
+        check("not the image stored" in api.log_text(), "logged")
+        # S3 refusing (no such bucket): the task fails, saying why.
+        bad = Worker(redis, env, ["--images", "s3://no-such-bucket", "--s3-endpoint", endpoint])
+        w.stop()
+        bad.start()
+        tid2 = api.submit(quick("refused"))
+        res = api.wait_status(tid2, ("completed", "failed"), timeout=60)
+        check(res["status"] == "failed" and "NoSuchBucket" in res["error_message"], res)
+        # S3 down: the task fails with the reason; nothing crashes.
+        srv.kill()
+        srv.wait()
+        tid3 = api.submit(quick("s3 is down"))
+        res = api.wait_status(tid3, ("completed", "failed"), timeout=60)
+        check(res["status"] == "failed" and "s3: PUT" in res["error_message"], res)
+        check(bad.proc.poll() is None and api.proc.poll() is None, "still running")
+    finally:
+        if bad:
+            bad.stop()
+        w.stop()
+        api.stop()
+        redis.stop()
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+
+
 def main():
     global ARGS, TMP
     ap = argparse.ArgumentParser()

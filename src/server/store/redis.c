@@ -208,9 +208,11 @@ static const char lua_cancel[] =
     "  return 2 end "
     "return 3";
 
-/* ARGV: cutoff purge_before. Returns how many expired. */
+/* ARGV: cutoff purge_before. Returns {id, n_images, id, n_images, ...} of
+ * those expired. */
 static const char lua_expire[] =
     "local ids = redis.call('ZRANGEBYSCORE', 'dfd:finished', '-inf', '(' .. ARGV[1], 'LIMIT', 0, 256) "
+    "local out = {} "
     "for _, id in ipairs(ids) do "
     "  local t = 'dfd:task:' .. id "
     "  local h = redis.call('HMGET', t, 'status', 'n_images', 'n_inputs', 'finished') "
@@ -221,13 +223,15 @@ static const char lua_expire[] =
     "  if h[1] then redis.call('HINCRBY', 'dfd:counts', h[1], -1) end "
     "  redis.call('ZREM', 'dfd:finished', id) "
     "  redis.call('ZADD', 'dfd:expired', h[4] or ARGV[1], id) "
+    "  table.insert(out, id) "
+    "  table.insert(out, tonumber(h[2]) or 0) "
     "end "
     "local old = redis.call('ZRANGEBYSCORE', 'dfd:expired', '-inf', '(' .. ARGV[2], 'LIMIT', 0, 256) "
     "for _, id in ipairs(old) do "
     "  redis.call('DEL', 'dfd:task:' .. id) "
     "  redis.call('ZREM', 'dfd:expired', id) "
     "end "
-    "return #ids";
+    "return out";
 
 /* ARGV: now max_attempts (ARGV[3] = now for LUA_FINISH). Tasks whose lease
  * ran out (by Redis's clock) go back to pending, keeping their place, or
@@ -796,7 +800,9 @@ static int rs_models(void *ctx, char **json, struct sd_err *err)
     return rc;
 }
 
-static int rs_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
+static int rs_expire(void *ctx, double cutoff, int *n,
+                     void (*gone)(void *user, const char *id, int n_images), void *user,
+                     struct sd_err *err)
 {
     struct rs *s = ctx;
     char c[40], p[40];
@@ -805,7 +811,13 @@ static int rs_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
     const char *a[] = {c, p};
     redisReply *r;
     int rc = eval(s, lua_expire, 2, a, NULL, &r, err);
-    *n = rc ? 0 : (int)reply_int(r);
+    *n = 0;
+    if (!rc && r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            (*n)++;
+            if (gone && r->element[i]->type == REDIS_REPLY_STRING)
+                gone(user, r->element[i]->str, (int)reply_int(r->element[i + 1]));
+        }
     freeReplyObject(r);
     return rc;
 }

@@ -681,7 +681,9 @@ static int sq_position(void *ctx, const char *id, int *pos, struct sd_err *err)
     return rc;
 }
 
-static int sq_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
+static int sq_expire(void *ctx, double cutoff, int *n,
+                     void (*gone)(void *user, const char *id, int n_images), void *user,
+                     struct sd_err *err)
 {
     struct sq *s = ctx;
     *n = 0;
@@ -715,8 +717,11 @@ static int sq_expire(void *ctx, double cutoff, int *n, struct sd_err *err)
     }
     conn_put(c);
     /* Rows first, files after: a crash in between leaves only a stray file. */
-    for (int i = 0; i < nids; i++)
+    for (int i = 0; i < nids; i++) {
         remove_files(s, ids[i], nimg[i] > 0 ? nimg[i] : 1, nin[i]);
+        if (gone && !rc)
+            gone(user, ids[i], nimg[i]);
+    }
     return rc;
 }
 

@@ -144,8 +144,12 @@ struct store_ops {
                  struct sd_err *err);
     /* 1-based place among pending tasks (1 = runs next); 0 if not pending. */
     int (*position)(void *ctx, const char *id, int *pos, struct sd_err *err);
-    /* Expire tasks finished before cutoff; *n gets how many. */
-    int (*expire)(void *ctx, double cutoff, int *n, struct sd_err *err);
+    /* Expire tasks finished before cutoff; *n gets how many. gone (may be
+     * NULL) is called for each, with the number of images it had, after
+     * the store has forgotten them (images kept elsewhere go then). */
+    int (*expire)(void *ctx, double cutoff, int *n,
+                  void (*gone)(void *user, const char *id, int n_images), void *user,
+                  struct sd_err *err);
     /* Tasks per status (TASK_EXPIRED is not counted and stays 0). */
     int (*counts)(void *ctx, long long counts[TASK_STATUS_COUNT], struct sd_err *err);
     /* Processing tasks whose lease ended before now go back to pending, or
@@ -243,7 +247,7 @@ static inline int store_position(struct store *s, const char *id, int *pos, stru
 }
 static inline int store_expire(struct store *s, double cutoff, int *n, struct sd_err *err)
 {
-    return s->ops->expire(s->ctx, cutoff, n, err);
+    return s->ops->expire(s->ctx, cutoff, n, NULL, NULL, err);
 }
 static inline int store_counts(struct store *s, long long counts[TASK_STATUS_COUNT],
                                struct sd_err *err)
@@ -278,6 +282,15 @@ static inline int store_advertise(struct store *s, const char *worker, const cha
  * server must answer at open (Redis 5.0 or later); later outages fail calls
  * with SD_ERR_IO until it is back. */
 int store_redis_open(struct store *out, const char *url, struct sd_err *err);
+
+/* Images in S3-compatible storage (store/s3.c): wraps *st (which it then
+ * owns) so that completed tasks' PNGs go to url = s3://BUCKET[/PREFIX] at
+ * endpoint (NULL: AWS for $AWS_REGION), the task store keeping a
+ * reference with the sha256 that reads are checked against. Credentials
+ * from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+ * (getenv_fn). curl_global_init must have run. */
+int store_wrap_s3(struct store *st, const char *url, const char *endpoint,
+                  char *(*getenv_fn)(const char *), struct sd_err *err);
 
 /* The SQLite store in dir (created if missing): dir/diffusiond.db (WAL) and
  * the files in dir/images/. Only one server may own a data directory at a time;
