@@ -145,11 +145,14 @@ static int open_access_log(struct server *srv, struct sd_err *err)
 static void on_store_change(void *user, const char *id)
 {
     struct server *srv = user;
+    int queued = id[0] == '+';
+    id += queued;
     if (!strcmp(id, "*"))
         hub_notify_all(srv->hub);
     else
         hub_notify(srv->hub, id);
-    worker_wake(srv->worker); /* a task queued by another process: claim it now */
+    if (queued) /* a task became pending, maybe in another process: claim it now */
+        worker_wake(srv->worker);
 }
 
 /* Everything but the model and the threads; on failure err says why. */

@@ -181,6 +181,15 @@ def test_fleet_basic():
         ev = f.api.events(tid, timeout=60)
         kinds = [e for e, _ in ev]
         check(kinds[-1] == "completed" and kinds.count("step") >= 8, kinds)
+        # Cancelling a task that runs in another process stops it within
+        # seconds (the worker's lease renewal brings the request).
+        tid = f.api.submit(long_task("cancel me"))
+        running_on(f.redis, tid)
+        t0 = time.monotonic()
+        r = f.api.request("DELETE", "/results/" + tid)
+        check(r.status == 202, (r.status, r.body))
+        f.api.wait_status(tid, "cancelled", timeout=30)
+        check(time.monotonic() - t0 < 5, "stopped in %.1f s" % (time.monotonic() - t0))
         # A worker that stops leaves the fleet at once.
         f.workers[0].stop()
         h = wait_until(lambda: f.api.get("/health").json()["workers"] == 0 and

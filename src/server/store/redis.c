@@ -22,8 +22,9 @@
  *     dfd:models        hash: model name -> its info (JSON), for every model a
  *                       worker has ever served
  *     dfd:alive:<m>     zset of the workers serving m, score = heartbeat end
- *     dfd:events        pub/sub channel: an id that changed, or "*"; only a
- *                       wake-up for event streams, never the record
+ *     dfd:events        pub/sub channel: an id that changed, or "*" (any);
+ *                       "+" before either: and a task became pending (workers
+ *                       look). Only a wake-up, never the record
  *
  * Why sorted sets and not a stream with a consumer group: the lease, the
  * owner check and the queue order of store.h map onto them directly. A
@@ -104,7 +105,7 @@ static const char lua_put[] =
     "  redis.call('SET', 'dfd:in:' .. ARGV[1] .. ':' .. k, ARGV[9 + k]) end "
     "redis.call('ZADD', 'dfd:pending', seq, ARGV[1]) "
     "redis.call('ZADD', 'dfd:pending:' .. ARGV[8], seq, ARGV[1]) "
-    "redis.call('PUBLISH', 'dfd:events', ARGV[1]) "
+    "redis.call('PUBLISH', 'dfd:events', '+' .. ARGV[1]) "
     "return 1";
 
 /* ARGV: worker now lease_ms model. Returns {id, field, value, ...} or false. */
@@ -187,7 +188,7 @@ static const char lua_release[] =
     "redis.call('ZREM', 'dfd:running', ARGV[1]) "
     "redis.call('ZADD', 'dfd:pending', h[5], ARGV[1]) "
     "redis.call('ZADD', 'dfd:pending:' .. redis.call('HGET', t, 'model'), h[5], ARGV[1]) "
-    "redis.call('PUBLISH', 'dfd:events', '*') "
+    "redis.call('PUBLISH', 'dfd:events', '+*') "
     "return 1";
 
 /* ARGV: id now (ARGV[3] = now for LUA_FINISH). 0 not found, 1 done,
@@ -258,7 +259,7 @@ static const char lua_requeue[] =
     "      redis.call('HSET', t, 'status', 'pending', 'worker', '', 'step', 0, 'total', 0) "
     "      redis.call('ZADD', 'dfd:pending', h[4], id) "
     "      redis.call('ZADD', 'dfd:pending:' .. redis.call('HGET', t, 'model'), h[4], id) "
-    "      redis.call('PUBLISH', 'dfd:events', '*') "
+    "      redis.call('PUBLISH', 'dfd:events', '+*') "
     "    end "
     "  end "
     "end "
@@ -880,7 +881,7 @@ static void *sub_main(void *arg)
             int stop = atomic_load(&s->sub_stop);
             pthread_mutex_unlock(&s->sub_mu);
             if (!stop) {
-                s->sub_fn(s->sub_user, "*"); /* whatever changed while we were away */
+                s->sub_fn(s->sub_user, "+*"); /* whatever changed while we were away */
                 backoff = 0.1;
                 void *reply;
                 while (redisGetReply(c, &reply) == REDIS_OK) {

@@ -158,7 +158,9 @@ struct store_ops {
     int (*requeue)(void *ctx, double now, int max_attempts, int *n, struct sd_err *err);
     /* Optional (NULL when every change happens in this process): call fn
      * from a thread of the store's with the id of a task that changed, or
-     * "*" for any (the queue moved, or changes may have been missed).
+     * "*" for any (the queue moved, or changes may have been missed);
+     * either with a "+" before it when a task became pending (a worker
+     * should look now).
      * Only a wake-up: the store stays the record. fn NULL: stop (fn is
      * not called once this returns). */
     int (*subscribe)(void *ctx, void (*fn)(void *user, const char *id), void *user,
