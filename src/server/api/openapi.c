@@ -233,6 +233,10 @@ static json_t *request_schema(const struct api_limits *lim)
     json_object_set_new(props, "strength", strength);
     json_object_set_new(props, "mask_invert", json_pack("{s:s,s:b,s:s}", "type", "boolean", "default", 0,
                                                         "description", "Black = repaint instead."));
+    json_t *model = nullable(json_pack("{s:s,s:i}", "type", "string", "maxLength", 255));
+    json_object_set_new(model, "description", json_string("A model of this server or its fleet (GET /models); "
+                                                          "null: the default."));
+    json_object_set_new(props, "model", model);
     json_object_set_new(props, "num_images", json_pack("{s:s,s:i,s:i,s:i}", "type", "integer", "minimum", 1,
                                                        "maximum", lim->max_images, "default", 1));
     json_object_set_new(props, "seed_per_image",
