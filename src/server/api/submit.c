@@ -75,8 +75,10 @@ json_t *api_fleet_models_err(struct server *srv, int *store_failed)
                 m = have;
         }
         size_t live = json_is_array(workers) ? json_array_size(workers) : 0;
+        json_t *names = json_is_array(workers) ? json_incref(workers) : json_array();
         if (m) {
             json_object_set_new(m, "workers", json_integer((json_int_t)live));
+            json_object_set_new(m, "worker_names", names);
             continue;
         }
         m = info ? json_loads(info, 0, NULL) : NULL;
@@ -85,6 +87,7 @@ json_t *api_fleet_models_err(struct server *srv, int *store_failed)
             m = json_pack("{s:s}", "name", name);
         }
         json_object_set_new(m, "workers", json_integer((json_int_t)live));
+        json_object_set_new(m, "worker_names", names);
         json_array_append_new(out, m);
     }
     json_decref(fleet);
