@@ -5,6 +5,7 @@
 #   make asan            the whole suite under address + undefined sanitizers
 #   make fuzz            libFuzzer targets (clang) in build-fuzz/
 #   make CC=clang        any target with clang
+#   make install         PREFIX=/usr/local, DESTDIR= (staging)
 #
 # Dependencies (Debian): see tools/install-deps.sh.
 
@@ -20,6 +21,9 @@ CFLAGS  := -std=c11 $(OPT) -g $(ARCH) -Wall -Wextra -Werror -Wshadow \
            -ffp-contract=off $(SAN) $(shell pkg-config --cflags $(PKGS))
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -ldnnl -lunistring -lpthread -lm
 LDFLAGS := -fopenmp $(SAN)
+
+GIT_DESC := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/obj/src/cli/main.o: CFLAGS += -DDIFFUSIOND_GIT='"$(GIT_DESC)"'
 
 # Tensor kernels may fuse multiply-adds; model and scheduler code may not
 # (bit-exact parity with PyTorch's float32 arithmetic).
@@ -91,7 +95,24 @@ fuzz:
 	    -fsanitize=fuzzer,address,undefined -fopenmp \
 	    -o build-fuzz/$$n $$f build-fuzz/libdiffusiond.a $(LDLIBS) || exit 1; done
 
+# Install: the binary, the data it reads at run time (standard configs,
+# tokenizer vocabularies, the small default model) and the man page.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SHARE   := $(DESTDIR)$(PREFIX)/share/diffusiond
+install: $(BUILD)/diffusiond
+	install -d $(DESTDIR)$(PREFIX)/bin $(SHARE)/models $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BUILD)/diffusiond $(DESTDIR)$(PREFIX)/bin/diffusiond
+	cp -R data/configs data/tokenizers $(SHARE)/
+	install -m 644 data/README.md $(SHARE)/README.md
+	rm -rf $(SHARE)/models/tiny-sd1 && cp -R tests/data/tiny-sd1 $(SHARE)/models/tiny-sd1
+	install -m 644 docs/diffusiond.1 $(DESTDIR)$(PREFIX)/share/man/man1/diffusiond.1
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/diffusiond $(DESTDIR)$(PREFIX)/share/man/man1/diffusiond.1
+	rm -rf $(SHARE)
+
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all test asan fuzz clean
+.PHONY: all test asan fuzz clean install uninstall

@@ -3,6 +3,12 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "tensor/cpu.h"
+
+#define DIFFUSIOND_VERSION "0.6.0"
+#ifndef DIFFUSIOND_GIT /* set by the Makefile from git describe */
+#define DIFFUSIOND_GIT "unknown"
+#endif
 
 static void usage(FILE *f)
 {
@@ -14,7 +20,8 @@ static void usage(FILE *f)
             "  serve      run the HTTP API (POST /generate, GET /results/{id}, ...)\n"
             "  worker     run inference for a Redis fleet (--store redis://...)\n"
             "\n"
-            "`diffusiond <command> --help` lists a command's options.\n");
+            "`diffusiond <command> --help` lists a command's options; `diffusiond --version`\n"
+            "names the build and the CPU kernels in use.\n");
 }
 
 int main(int argc, char **argv)
@@ -30,6 +37,12 @@ int main(int argc, char **argv)
         return cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "worker"))
         return cli_worker(argc - 1, argv + 1);
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("diffusiond %s (%s)\n", DIFFUSIOND_VERSION, DIFFUSIOND_GIT);
+        printf("cpu: %s\n", cpu_describe());
+        printf("kernels built: up to %s\n", cpu_level_name(cpu_built_level()));
+        return 0;
+    }
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -45,6 +45,9 @@ int sd_data_path(char *out, size_t cap, const char *rel)
 
 void sd_bundled_model_path(char *out, size_t cap)
 {
+    /* Installed: <prefix>/share/diffusiond/models/tiny-sd1. */
+    if (sd_data_path(out, cap, "models/tiny-sd1") && strncmp(out, "data/", 5))
+        return;
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) {

@@ -4,10 +4,11 @@
 
 #include <stddef.h>
 
-/* The model bundled with the repository: <dir of the executable>/../
+/* The small default model: installed, <prefix>/share/diffusiond/models/
+ * tiny-sd1 (see sd_data_path); in a checkout, <dir of the executable>/../
  * tests/data/tiny-sd1, so `build/diffusiond serve` (or `generate`) finds it
- * from any working directory inside a checkout. Falls back to the relative
- * path when /proc/self/exe is unavailable. */
+ * from any working directory. Falls back to the relative path when
+ * /proc/self/exe is unavailable. */
 void sd_bundled_model_path(char *out, size_t cap);
 
 /* The data file or folder `rel` (e.g. "configs/sd15", "tokenizers/clip")
