@@ -12,7 +12,15 @@
 CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
-ARCH    ?= -march=native
+# The build machine does not matter: everything is built for any x86-64,
+# and the compute kernels once per instruction set level (below), chosen
+# at run time by what the CPU reports. ARCH=-march=native still works.
+UNAME_M := $(shell uname -m)
+ifeq ($(UNAME_M),x86_64)
+ARCH    ?= -march=x86-64 -mtune=generic
+else
+ARCH    ?=
+endif
 SAN     ?=
 
 PKGS    := jansson libpng libjpeg zlib minizip libmicrohttpd sqlite3 hiredis libcurl libcrypto
@@ -29,12 +37,43 @@ $(BUILD)/obj/src/cli/main.o: CFLAGS += -DDIFFUSIOND_GIT='"$(GIT_DESC)"'
 # (bit-exact parity with PyTorch's float32 arithmetic).
 $(BUILD)/obj/src/tensor/%.o: CFLAGS += -ffp-contract=fast
 
-LIB_SRC  := $(wildcard src/util/*.c src/tensor/*.c src/model/*.c src/server/*.c src/server/*/*.c)
+# The compute kernels: compiled once per level, each copy under names of its
+# own (src/tensor/kernel_names.h); src/tensor/kernels.c picks one at start-up.
+KERNEL_SRC := src/tensor/attention.c src/tensor/attention_lanes.c src/tensor/gemm_bf16.c \
+              src/tensor/onednn.c src/tensor/ops_cpu.c src/tensor/winograd.c
+ifeq ($(UNAME_M),x86_64)
+KLEVELS := baseline avx2 avx512 avx512bf16
+$(BUILD)/obj/src/tensor/kernels.o: CFLAGS += -DSD_KLEVELS_X86
+KFLAGS_baseline   := -march=x86-64
+else
+KLEVELS := baseline
+KFLAGS_baseline   :=
+endif
+KFLAGS_avx2       := -march=x86-64-v3
+KFLAGS_avx512     := -march=x86-64-v4
+KFLAGS_avx512bf16 := -march=x86-64-v4 -mavx512bf16
+KERNEL_OBJ := $(foreach L,$(KLEVELS),$(KERNEL_SRC:%.c=$(BUILD)/obj/k/$(L)/%.o))
+
+# vmath.h's AVX-512 code, tested where the CPU has it.
+ifeq ($(UNAME_M),x86_64)
+$(BUILD)/obj/tests/unit/test_vmath_avx512.o: CFLAGS += $(KFLAGS_avx512bf16)
+endif
+
+define KERNEL_RULE
+$$(BUILD)/obj/k/$(1)/%.o: %.c src/tensor/kernel_names.h
+	@mkdir -p $$(@D)
+	$$(CC) $$(CFLAGS) -ffp-contract=fast $$(KFLAGS_$(1)) -DSD_KLEVEL=$(1) \
+	    -include src/tensor/kernel_names.h -MMD -MP -c -o $$@ $$<
+endef
+$(foreach L,$(KLEVELS),$(eval $(call KERNEL_RULE,$(L))))
+
+LIB_SRC  := $(filter-out $(KERNEL_SRC),$(wildcard src/util/*.c src/tensor/*.c src/model/*.c \
+            src/server/*.c src/server/*/*.c))
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/unit/*.c)
 FUZZ_SRC := $(filter-out tests/fuzz/fuzz_main.c,$(wildcard tests/fuzz/fuzz_*.c))
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/webpage.o
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_OBJ) $(BUILD)/obj/gen/webpage.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
@@ -70,6 +109,16 @@ $(BUILD)/gen/webpage.c: src/server/api/page.html
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Objects are rebuilt when the compiler or its flags change (a build
+# directory switched from ARCH=-march=native to the portable default must
+# not keep objects with instructions the target may lack).
+FLAGS_STAMP := $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@echo '$(CC) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS)' > $@
+FORCE:
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_OBJ) $(BUILD)/obj/bench/sdbench.o: $(FLAGS_STAMP)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -115,4 +164,4 @@ uninstall:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all test asan fuzz clean install uninstall
+.PHONY: all test asan fuzz clean install uninstall FORCE

@@ -41,6 +41,11 @@ int main(int argc, char **argv)
         printf("diffusiond %s (%s)\n", DIFFUSIOND_VERSION, DIFFUSIOND_GIT);
         printf("cpu: %s\n", cpu_describe());
         printf("kernels built: up to %s\n", cpu_level_name(cpu_built_level()));
+        enum cpu_level top = cpu_detect() < cpu_built_level() ? cpu_detect() : cpu_built_level();
+        printf("levels this CPU runs:");
+        for (int l = CPU_BASELINE; l <= (int)top; l++)
+            printf(" %s", cpu_level_name((enum cpu_level)l));
+        printf("\n");
         return 0;
     }
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

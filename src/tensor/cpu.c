@@ -28,18 +28,7 @@ int cpu_level_from_name(const char *name)
     return -1;
 }
 
-enum cpu_level cpu_built_level(void)
-{
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-    return CPU_AVX512_BF16;
-#elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
-    return CPU_AVX512;
-#elif defined(__AVX2__) && defined(__FMA__)
-    return CPU_AVX2;
-#else
-    return CPU_BASELINE;
-#endif
-}
+/* cpu_built_level: in kernels.c, which knows the levels built. */
 
 static char brand[64];
 static int amx_bf16;

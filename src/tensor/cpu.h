@@ -28,7 +28,8 @@ enum cpu_level {
 enum cpu_level cpu_level(void);
 /* What the CPU and OS support, before caps. */
 enum cpu_level cpu_detect(void);
-/* The highest level this binary has kernels for. */
+/* The highest level this binary has kernels for (kernels.c: every level on
+ * x86-64, whatever the build machine). */
 enum cpu_level cpu_built_level(void);
 /* "baseline", "avx2", "avx512", "avx512bf16". */
 const char *cpu_level_name(enum cpu_level l);

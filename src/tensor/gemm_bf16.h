@@ -30,6 +30,10 @@
 #define GEMM_BF16_NATIVE 0
 #endif
 
+/* Outside the kernel builds: whether the level in use has the native
+ * kernel (kernels.c). */
+int gemm_bf16_native(void);
+
 /* Columns per panel: 4 vectors of 16, the kernel's register block. */
 #define GEMM_BF16_NB 64
 

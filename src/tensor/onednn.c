@@ -45,7 +45,7 @@ static void engine_init(void)
 
 #define MAX_SHAPES 6
 
-size_t onednn_extra_weight_bytes;
+/* onednn_extra_weight_bytes: one counter for every level, in kernels.c. */
 
 /* One primitive for one input shape (conv: B, H, W; linear: M) and mode. */
 struct dn_entry {
