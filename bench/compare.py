@@ -192,14 +192,16 @@ def machine_info(threads):
     return info
 
 
-def measure_peak(threads, tries=3):
+def measure_peak(threads, tries=3, level=None):
     """Builds and runs bench/peak.c; GFLOP/s ceilings (best of `tries` runs,
-    as any other load only lowers them), or {} if that fails."""
-    exe = os.path.join(REPO, "build", "peak")
+    as any other load only lowers them), or {} if that fails. level "avx2":
+    the ceiling of 256-bit FMAs (what that level's kernels can reach)."""
+    arch = "-march=x86-64-v3" if level == "avx2" else "-march=native"
+    exe = os.path.join(REPO, "build", "peak-avx2" if level == "avx2" else "peak")
     src = os.path.join(REPO, "bench", "peak.c")
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
         os.makedirs(os.path.dirname(exe), exist_ok=True)
-        c = run_child(["gcc", "-O3", "-march=native", "-fopenmp", src, "-o", exe])
+        c = run_child(["gcc", "-O3", arch, "-fopenmp", src, "-o", exe])
         if c.rc:
             log(f"peak.c: build failed: {c.error()}")
             return {}
@@ -219,8 +221,23 @@ def measure_peak(threads, tries=3):
 
 # ---------------------------------------------------------------- the three stacks
 
+# --cpu-level: every stack limited to the same instruction set, to
+# reproduce a smaller CPU on this one. diffusiond: its own variable (which
+# caps its oneDNN too); PyTorch: ATen's kernels and its oneDNN.
+LEVEL_ENV = {
+    "avx2": ({"DIFFUSIOND_CPU": "avx2"}, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "avx512": ({"DIFFUSIOND_CPU": "avx512"},
+               {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
+    "avx512bf16": ({"DIFFUSIOND_CPU": "avx512bf16"}, {}),
+}
+
+
+def level_env(a, which):
+    return dict(LEVEL_ENV[a.cpu_level][which]) if a.cpu_level else {}
+
+
 def run_diffusiond(model, size, prec, a):
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), **level_env(a, 0))
     pflag = [] if prec == "fp32" else ["--precision", prec]
     r = {"stack": "diffusiond"}
     c = run_child([os.path.join(REPO, "build", "sdbench"), "time", "--model", model, "--size", str(size),
@@ -256,7 +273,7 @@ def run_diffusers(model, size, prec, a):
     c = run_child([sys.executable, os.path.join(REPO, "bench", "diffusers_bench.py"), "--model", model,
                    "--size", str(size), "--steps", str(steps), "--guidance", str(guidance), "--repeat", str(a.repeat),
                    "--images", str(a.images), "--precision", prec, "--threads", str(a.threads),
-                   "--seed", str(SEED)], timeout=a.timeout)
+                   "--seed", str(SEED)], env=dict(os.environ, **level_env(a, 1)), timeout=a.timeout)
     if c.rc:
         return {"stack": "diffusers", "error": c.error()}
     d = json.loads(c.out.strip().splitlines()[-1])
@@ -407,6 +424,8 @@ def main():
                     help="before each stack, wait up to this many seconds for other processes to go idle")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "perf-results.json"))
     ap.add_argument("--md", help="also write the markdown tables to this file")
+    ap.add_argument("--cpu-level", choices=sorted(LEVEL_ENV),
+                    help="limit every stack to this instruction set level (reproduces a smaller CPU)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in --out (same model, size, precision and stack, not failed) "
                          "and run only the missing ones; --out is rewritten after every row either way")
@@ -442,7 +461,7 @@ def main():
     log(f"machine: {info.get('cpu')}, {info['cpus']} CPUs, {info.get('mem_gb')} GB; {a.threads} threads")
     if a.wait_idle:
         wait_idle(a.wait_idle)
-    peak = measure_peak(a.threads)
+    peak = measure_peak(a.threads, level=a.cpu_level)
 
     fl = {}
     for m in a.models:

@@ -11,7 +11,9 @@
  * queries x 64 keys, output as 6 queries x 64 channels. The bf16 variant
  * (the bf16 backend) does the same products with AVX512-BF16 dot
  * products on bf16-rounded queries, keys, values and probabilities, with
- * float32 accumulation and softmax. Without AVX-512 the loops run as C.
+ * float32 accumulation and softmax. With AVX2 (no AVX-512) the float32
+ * products are 6 queries x 16 keys (or channels) of 8-wide FMAs, the most
+ * 16 registers hold; below that the loops run as C.
  */
 #include <math.h>
 #include <omp.h>
@@ -19,8 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#endif
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define ATT_AVX2 1 /* the avx2 kernels: 8-wide, 16 ymm registers */
 #endif
 
 #include "tensor/attention.h"
@@ -145,6 +150,69 @@ ATT_INLINE void mm_k(float *c, int ldc, const float *a, int lda, const float *b,
     } while (0)
 #endif
 
+#ifdef ATT_AVX2
+#define ATT_INLINE static inline __attribute__((always_inline))
+
+/* A lane mask for the first n (1..8) of 8 floats. */
+static inline __m256i mask8(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* mm_k with 8-wide vectors: NR rows x NC (1..2) vectors; the last vector
+ * masked by tail (a lane mask). */
+ATT_INLINE void mm8_k(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int k,
+                      float scale, __m256i tail, const int acc, const int NR, const int NC)
+{
+    __m256i full = _mm256_set1_epi32(-1);
+    __m256 t[ATT_NR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < NC; j++)
+            t[r][j] = acc ? _mm256_maskload_ps(c + (size_t)r * ldc + 8 * j, j == NC - 1 ? tail : full)
+                          : _mm256_setzero_ps();
+    for (int i = 0; i < k; i++) {
+        const float *br = b + (size_t)i * ldb;
+        __m256 bv[2];
+#pragma GCC unroll 2
+        for (int j = 0; j < NC; j++)
+            bv[j] = _mm256_maskload_ps(br + 8 * j, j == NC - 1 ? tail : full);
+#pragma GCC unroll 6
+        for (int r = 0; r < NR; r++) {
+            __m256 ab = _mm256_broadcast_ss(a + (size_t)r * lda + i);
+#pragma GCC unroll 2
+            for (int j = 0; j < NC; j++)
+                t[r][j] = _mm256_fmadd_ps(ab, bv[j], t[r][j]);
+        }
+    }
+    __m256 vs = _mm256_set1_ps(scale);
+#pragma GCC unroll 6
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < NC; j++)
+            _mm256_maskstore_ps(c + (size_t)r * ldc + 8 * j, j == NC - 1 ? tail : full,
+                                acc ? t[r][j] : _mm256_mul_ps(t[r][j], vs));
+}
+
+#define DISPATCH8_NC(F, nc, ...)                                                                  \
+    switch (nc) {                                                                                 \
+    case 1: F(__VA_ARGS__, 1); break;                                                             \
+    default: F(__VA_ARGS__, 2); break;                                                            \
+    }
+#define DISPATCH8_NR(F, nr, nc, ...)                                                              \
+    do {                                                                                          \
+        switch (nr) {                                                                             \
+        case 6: DISPATCH8_NC(F, nc, __VA_ARGS__, 6) break;                                        \
+        case 5: DISPATCH8_NC(F, nc, __VA_ARGS__, 5) break;                                        \
+        case 4: DISPATCH8_NC(F, nc, __VA_ARGS__, 4) break;                                        \
+        case 3: DISPATCH8_NC(F, nc, __VA_ARGS__, 3) break;                                        \
+        case 2: DISPATCH8_NC(F, nc, __VA_ARGS__, 2) break;                                        \
+        default: DISPATCH8_NC(F, nc, __VA_ARGS__, 1) break;                                       \
+        }                                                                                         \
+    } while (0)
+#endif
+
 /* s[r][j] = scale * sum_d q[r][d] kt[d][j] for nr <= ATT_NR rows, nj keys
  * (nj a multiple of 16, kt padded with zeros). */
 static void scores(float *s, const float *q, int ldq, const float *kt, int ldkt, int dh, int nr,
@@ -155,6 +223,10 @@ static void scores(float *s, const float *q, int ldq, const float *kt, int ldkt,
         int nc = (nj - j0) / 16 < 4 ? (nj - j0) / 16 : 4;
         DISPATCH_NR(mm_k, nr, nc, s + j0, ATT_KB, q, ldq, kt + j0, ldkt, dh, scale, 0xffff, 0);
     }
+#elif defined(ATT_AVX2)
+    __m256i full = _mm256_set1_epi32(-1);
+    for (int j0 = 0; j0 < nj; j0 += 16)
+        DISPATCH8_NR(mm8_k, nr, 2, s + j0, ATT_KB, q, ldq, kt + j0, ldkt, dh, scale, full, 0);
 #else
     for (int r = 0; r < nr; r++)
         for (int j = 0; j < nj; j++) {
@@ -175,6 +247,12 @@ static void accumulate(float *o, int ldo, const float *p, const float *v, int ld
         int w = dh - d0 < 64 ? dh - d0 : 64, nc = (w + 15) / 16;
         __mmask16 tail = w % 16 ? (__mmask16)((1u << (w % 16)) - 1) : 0xffff;
         DISPATCH_NR(mm_k, nr, nc, o + d0, ldo, p, ATT_KB, v + d0, ldv, nj, 1.0f, tail, 1);
+    }
+#elif defined(ATT_AVX2)
+    for (int d0 = 0; d0 < dh; d0 += 16) {
+        int w = dh - d0 < 16 ? dh - d0 : 16, nc = (w + 7) / 8;
+        __m256i tail = mask8(w % 8 ? w % 8 : 8);
+        DISPATCH8_NR(mm8_k, nr, nc, o + d0, ldo, p, ATT_KB, v + d0, ldv, nj, 1.0f, tail, 1);
     }
 #else
     for (int r = 0; r < nr; r++)
