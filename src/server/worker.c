@@ -316,6 +316,15 @@ int worker_start(struct worker **out, struct server *srv, struct sd_err *err)
     uint32_t rnd = 0;
     random_bytes(&rnd, sizeof rnd, NULL);
     snprintf(w->name, sizeof w->name, "%s:%d:%08x", host, (int)getpid(), rnd);
+    /* Join the fleet now (shared stores): API nodes accept this model's
+     * tasks from the moment the worker says it serves it. */
+    if (srv->store.ops->advertise) {
+        struct sd_err aerr = {0};
+        if (store_advertise(&srv->store, w->name, w->model, w->info, ADVERTISE_TTL_S, &aerr))
+            server_log("worker: telling the fleet it is alive failed: %s", aerr.msg);
+        else
+            w->last_advertised = now_mono();
+    }
     if (pthread_create(&w->thread, NULL, worker_main, w)) {
         free(w->info);
         free(w);

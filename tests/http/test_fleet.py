@@ -258,7 +258,9 @@ def test_fleet_redis_crash_and_outage():
         check(f.api.get("/health").status == 200, "health still answers")
         time.sleep(1.5)  # workers and API nodes keep failing calls, and stay up
         f.redis.start()
-        # Everything that got a 202 completes, once.
+        # Clients retry a 503 (it carries Retry-After) until the nodes have
+        # redialled; then everything that got a 202 completes, once.
+        wait_until(lambda: f.api.get("/results/" + ids[0]).status == 200, 30, "the API node to reconnect")
         for t in ids:
             res = f.api.wait_status(t, ("completed", "failed"), timeout=180)
             check(res["status"] == "completed", (t, res))

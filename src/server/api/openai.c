@@ -438,8 +438,13 @@ enum MHD_Result api_openai_image_file(struct server *srv, struct http_request *r
     uint8_t *png = NULL;
     size_t len = 0;
     struct sd_err err = {0};
-    if (store_image(&srv->store, r->param, (int)k, &png, &len, &err) || !png)
+    if (store_image(&srv->store, r->param, (int)k, &png, &len, &err) || !png) {
+        static const char *const retry[] = {"Retry-After", "5", NULL};
+        if (err.code == SD_ERR_IO)
+            return api_openai_error(r, 503, "The image store is unavailable; retry later.", NULL,
+                                    "store_unavailable", retry);
         return api_openai_error(r, 500, "The stored image could not be read.", NULL, NULL, NULL);
+    }
     const char *hdr[] = {"Cache-Control", "private, max-age=3600", NULL};
     return http_reply(r, 200, "image/png", (const char *)png, len, 1, hdr);
 }

@@ -103,6 +103,16 @@ static json_t *result_json(struct server *srv, const struct task *t, json_t *ima
 
 static const char *const no_store[] = {"Cache-Control", "no-store", NULL};
 
+/* A store that cannot be reached (Redis restarting, S3 down: SD_ERR_IO) is
+ * worth a retry, so 503 + Retry-After; an image that is gone is a 500. */
+static enum MHD_Result image_unreadable(struct http_request *r, const struct sd_err *err)
+{
+    static const char *const retry[] = {"Retry-After", "5", NULL};
+    if (err->code == SD_ERR_IO)
+        return http_reply_detail(r, 503, "The image store is unavailable; retry later.", retry);
+    return http_reply_detail(r, 500, "The stored image could not be read.", NULL);
+}
+
 json_t *api_task_images_base64(struct server *srv, const struct task *t, struct sd_err *err)
 {
     json_t *a = json_array();
@@ -111,7 +121,7 @@ json_t *api_task_images_base64(struct server *srv, const struct task *t, struct 
         size_t len = 0;
         if (store_image(&srv->store, t->id, k, &png, &len, err) || !png) {
             if (!png && !err->msg[0])
-                sd_errf(err, SD_ERR_IO, "image %d is missing", k);
+                sd_errf(err, SD_ERR_INTERNAL, "image %d is missing", k);
             json_decref(a);
             return NULL;
         }
@@ -140,7 +150,7 @@ enum MHD_Result api_result(struct server *srv, struct http_request *r)
         if (!(images = api_task_images_base64(srv, &t, &err))) {
             server_log("task %s: images unreadable: %s", t.id, err.msg);
             task_clear(&t);
-            return http_reply_detail(r, 500, "The stored image could not be read.", NULL);
+            return image_unreadable(r, &err);
         }
     }
     json_t *body = result_json(srv, &t, images);
@@ -180,7 +190,7 @@ enum MHD_Result api_result_image(struct server *srv, struct http_request *r)
     struct sd_err err = {0};
     if (store_image(&srv->store, r->param, (int)k, &png, &len, &err) || !png) {
         server_log("task %s: image unreadable: %s", r->param, err.msg);
-        return http_reply_detail(r, 500, "The stored image could not be read.", NULL);
+        return image_unreadable(r, &err);
     }
     char disp[128];
     if (k)

@@ -380,6 +380,18 @@ static struct rconn *conn_get(struct rs *s)
     return c;
 }
 
+/* Whether the server closed this connection (a restart): a pooled
+ * connection is checked before use, so the first command after a restart
+ * goes to the new server instead of failing on the dead socket. */
+static int peer_closed(int fd)
+{
+    char ch;
+    ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return 0; /* unread bytes: not ours to judge */
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* Run one command (binary-safe arguments); *out is the reply, which the
  * caller frees. A Redis error reply is SD_ERR_IO with its text; a broken
  * connection is dropped (the next call redials). */
@@ -389,6 +401,11 @@ static int run(struct rs *s, int argc, const char **argv, const size_t *lens, re
     *out = NULL;
     struct rconn *c = conn_get(s);
     int rc = SD_OK;
+    if (c->c && peer_closed(c->c->fd)) { /* Redis restarted since this one was used */
+        redisFree(c->c);
+        c->c = NULL;
+        c->failed_at = 0;
+    }
     if (!c->c) {
         if (c->failed_at && mono() - c->failed_at < RETRY_AFTER_FAILURE_S) {
             pthread_mutex_unlock(&c->mu);
