@@ -5,6 +5,8 @@
  *       and "context" [B,T,D]; writes "out". Used by tools/fullsize_check.py to
  *       compare with diffusers.
  *   sdbench time  --model DIR [--size 512] [--repeat 3] [--precision fp32|bf16] [--profile]
+ *       (bf16: the backend sd_model_load picks, bf16 products or, on a CPU
+ *       without them, bf16 weights widened for float32 products)
  *       Times the text encoder, one UNet step (batch 2, guidance on) and the
  *       VAE decode at the given size (best of --repeat after a warm-up);
  *       --profile adds time and GFLOP/s per op kind (last round).
@@ -34,6 +36,7 @@
 #include "model/unet.h"
 #include "model/vae.h"
 #include "sd.h"
+#include "tensor/cpu.h"
 #include "tensor/onednn.h"
 
 static double now_s(void)
@@ -409,7 +412,11 @@ int main(int argc, char **argv)
         case 'P':
             if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16"))
                 return fprintf(stderr, "sdbench: --precision fp32|bf16\n"), 2;
-            be = strcmp(optarg, "bf16") ? &nn_backend_cpu : &nn_backend_cpu_bf16;
+            /* as sd_model_load chooses: bf16 products where native, else
+             * bf16 weights widened for float32 products */
+            be = strcmp(optarg, "bf16")  ? &nn_backend_cpu
+                 : cpu_bf16_native()     ? &nn_backend_cpu_bf16
+                                         : &nn_backend_cpu_wide;
             break;
         default: return 2;
         }

@@ -285,17 +285,21 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
     int rc;
     if (o->lora_dir)
         snprintf(m->lora.dir, sizeof m->lora.dir, "%s", o->lora_dir);
-    /* bf16 only where the CPU computes bf16 products natively: elsewhere
+    /* bf16 products only where the CPU computes them natively: elsewhere
      * oneDNN emulates them, 4-7x slower than float32 (measured on an
-     * AVX-512 Xeon without AVX512-BF16), so float32 it is. */
+     * AVX-512 Xeon without AVX512-BF16). There the weights are still held
+     * in bf16, half the memory, and widened for float32 products just
+     * before each layer runs (the wide backend, widen.h): float32's speed. */
     enum sd_precision prec = o->precision;
-    if (prec == SD_PRECISION_BF16 && !cpu_bf16_native()) {
-        prec = SD_PRECISION_FP32;
+    const struct nn_backend *be = &nn_backend_cpu;
+    if (prec == SD_PRECISION_BF16 && cpu_bf16_native()) {
+        be = &nn_backend_cpu_bf16;
+    } else if (prec == SD_PRECISION_BF16) {
+        be = &nn_backend_cpu_wide;
         snprintf(in->precision_note, sizeof in->precision_note,
-                 "bf16 asked for, but bf16 products would be emulated here, several times slower than "
-                 "fp32: computing in fp32 (CPU: %s)", cpu_describe());
+                 "bf16: weights held in bf16, products computed in float32 (this CPU has no bf16 dot "
+                 "products: %s)", cpu_describe());
     }
-    const struct nn_backend *be = prec == SD_PRECISION_BF16 ? &nn_backend_cpu_bf16 : &nn_backend_cpu;
 
     /* 1. What it is, and where its configs are. */
     char cdir[1024];

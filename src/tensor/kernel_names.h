@@ -23,6 +23,7 @@
 /* ops_cpu.c */
 #define nn_backend_cpu SD_KNAME(nn_backend_cpu)
 #define nn_backend_cpu_bf16 SD_KNAME(nn_backend_cpu_bf16)
+#define nn_backend_cpu_wide SD_KNAME(nn_backend_cpu_wide)
 /* attention.c, attention_lanes.c */
 #define attention_forward SD_KNAME(attention_forward)
 #define attention_forward_bf16 SD_KNAME(attention_forward_bf16)

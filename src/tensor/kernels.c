@@ -22,7 +22,7 @@ size_t onednn_extra_weight_bytes;
 
 /* Everything a level provides. */
 struct klevel {
-    const struct nn_backend *cpu, *cpu_bf16;
+    const struct nn_backend *cpu, *cpu_bf16, *cpu_wide;
     int (*winograd_eligible)(const struct nn_conv2d *l, int bf16);
     int (*winograd_owns)(const void *be_state);
     int (*winograd_prepare)(struct nn_conv2d *l, int bf16, struct sd_err *err);
@@ -34,7 +34,8 @@ struct klevel {
 };
 
 #define DECLARE_LEVEL(L)                                                                           \
-    extern const struct nn_backend nn_backend_cpu_##L, nn_backend_cpu_bf16_##L;                    \
+    extern const struct nn_backend nn_backend_cpu_##L, nn_backend_cpu_bf16_##L,                    \
+        nn_backend_cpu_wide_##L;                                                                   \
     int winograd_eligible_##L(const struct nn_conv2d *l, int bf16);                                \
     int winograd_owns_##L(const void *be_state);                                                   \
     int winograd_prepare_##L(struct nn_conv2d *l, int bf16, struct sd_err *err);                   \
@@ -44,7 +45,8 @@ struct klevel {
     void gemm_bf16_panel_##L(int M, int K, int N, const uint16_t *A, size_t lda,                   \
                              const uint16_t *P, int panel, float *C, size_t ldc);
 #define LEVEL(L, bf16)                                                                             \
-    {&nn_backend_cpu_##L, &nn_backend_cpu_bf16_##L, winograd_eligible_##L, winograd_owns_##L,     \
+    {&nn_backend_cpu_##L, &nn_backend_cpu_bf16_##L, &nn_backend_cpu_wide_##L, winograd_eligible_##L, \
+     winograd_owns_##L,                                                                            \
      winograd_prepare_##L, winograd_plan_##L, winograd_release_##L, gemm_bf16_panel_##L, bf16}
 
 DECLARE_LEVEL(baseline)
@@ -94,6 +96,11 @@ const struct nn_backend *nn_backend_cpu_get(void)
 const struct nn_backend *nn_backend_cpu_bf16_get(void)
 {
     return k()->cpu_bf16;
+}
+
+const struct nn_backend *nn_backend_cpu_wide_get(void)
+{
+    return k()->cpu_wide;
 }
 
 int winograd_eligible(const struct nn_conv2d *l, int bf16)

@@ -189,13 +189,16 @@ extern const struct nn_backend nn_backend_ref;      /* ops_ref.c: plain loops */
 #ifdef SD_KLEVEL /* inside a per-level kernel build: this level's (kernel_names.h) */
 extern const struct nn_backend nn_backend_cpu;      /* ops_cpu.c: oneDNN + OpenMP, float32 */
 extern const struct nn_backend nn_backend_cpu_bf16; /* the same, bf16 weights and products */
+extern const struct nn_backend nn_backend_cpu_wide; /* bf16 weights, float32 products (widen.h) */
 #else
 /* Everywhere else: the fast backends of the kernel level in use, chosen
  * once from what the CPU reports (cpu.h, kernels.c). */
 const struct nn_backend *nn_backend_cpu_get(void);
 const struct nn_backend *nn_backend_cpu_bf16_get(void);
+const struct nn_backend *nn_backend_cpu_wide_get(void);
 #define nn_backend_cpu (*nn_backend_cpu_get())
 #define nn_backend_cpu_bf16 (*nn_backend_cpu_bf16_get())
+#define nn_backend_cpu_wide (*nn_backend_cpu_wide_get())
 #endif
 
 /* Per-network execution context. */

@@ -12,6 +12,10 @@
  * products whose output is the next product's input (onednn_linear_run_b2b:
  * bf16 in and out, rounded once as the consumer would).
  *
+ * wide (mode 2 of the prepare functions): the float32 primitives and
+ * weight layouts, with the prepared weights rounded to bf16 for storage and
+ * widened into widen.h's scratch just before each run.
+ *
  * "accumulate" runs the primitive with a sum post-op: out += op(in), which
  * is how residual additions are fused into the layer before them.
  */
@@ -19,6 +23,7 @@
 
 #include "tensor/arena.h"
 #include "tensor/vmath.h"
+#include "tensor/widen.h"
 
 #include <limits.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -52,14 +57,15 @@ struct dn_entry {
     int key[4]; /* conv: B, H, W, accumulate; linear: M, accumulate, bf16 output, 0 */
     dnnl_primitive_t prim; /* shared, owned by the primitive cache */
     dnnl_memory_t src, wei, bias, dst;
-    void *wei_own; /* weights reordered for this primitive only (rare) */
+    void *wei_own; /* weights reordered for this primitive only (rare); bf16 when wide */
     size_t wei_own_bytes;
 };
 
 struct dn_layer {
     int bf16;
+    int wide;                  /* bf16-held weights, widened for float32 products (widen.h) */
     dnnl_memory_desc_t wei_md; /* layout of `wei` */
-    void *wei;                 /* prepared weights, owned */
+    void *wei;                 /* prepared weights, owned; wide: bf16 values in wei_md's order */
     int n;
     struct dn_entry e[MAX_SHAPES];
 };
@@ -305,7 +311,33 @@ static struct cache_val *cache_add(const struct cache_key *k, const struct cache
 
 /* ------------------------------------------------------------ prepare */
 
-static int prepare(void **state, const struct nn_conv2d *c, const struct nn_linear *l, int bf16,
+/* The bytes of a layer's weights as held: half the float32 layout's size
+ * when wide. */
+static size_t held_bytes(const struct dn_layer *st, const dnnl_memory_desc_t *md)
+{
+    size_t b = dnnl_memory_desc_get_size(md);
+    return st->wide ? b / 2 : b;
+}
+
+/* Wide: replace the float32 weights *w (bytes of them) by their bf16
+ * rounding, and make the scratch big enough to widen them back. On failure
+ * *w is left as it was. */
+static int make_wide(void **w, size_t bytes, struct sd_err *err)
+{
+    size_t n = bytes / sizeof(float);
+    int rc = widen_reserve(n, err);
+    if (rc)
+        return rc;
+    uint16_t *h = big_alloc(n * sizeof *h);
+    if (!h)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    widen_round(h, *w, n);
+    big_free(*w, bytes);
+    *w = h;
+    return SD_OK;
+}
+
+static int prepare(void **state, const struct nn_conv2d *c, const struct nn_linear *l, int mode,
                    struct sd_err *err)
 {
     int rc = engine_ready(err);
@@ -314,7 +346,9 @@ static int prepare(void **state, const struct nn_conv2d *c, const struct nn_line
     struct dn_layer *st = calloc(1, sizeof *st);
     if (!st)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    int bf16 = mode == 1;
     st->bf16 = bf16;
+    st->wide = mode == 2;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t any, plain;
     /* A typical shape to let oneDNN pick the weights layout; other shapes
@@ -345,6 +379,8 @@ static int prepare(void **state, const struct nn_conv2d *c, const struct nn_line
     }
     pthread_mutex_unlock(&cache_mu);
     rc = reorder(&plain, c ? c->w : l->w, &st->wei_md, &st->wei, err);
+    if (!rc && st->wide)
+        rc = make_wide(&st->wei, dnnl_memory_desc_get_size(&st->wei_md), err);
     if (rc)
         goto fail;
     dnnl_primitive_desc_destroy(pd);
@@ -353,19 +389,19 @@ static int prepare(void **state, const struct nn_conv2d *c, const struct nn_line
 fail:
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    big_free(st->wei, dnnl_memory_desc_get_size(&st->wei_md));
+    big_free(st->wei, dnnl_memory_desc_get_size(&st->wei_md)); /* still float32 (make_wide failed) */
     free(st);
     return rc;
 }
 
-int onednn_conv2d_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
+int onednn_conv2d_prepare(struct nn_conv2d *l, int mode, struct sd_err *err)
 {
-    return prepare(&l->be_state, l, NULL, bf16, err);
+    return prepare(&l->be_state, l, NULL, mode, err);
 }
 
-int onednn_linear_prepare(struct nn_linear *l, int bf16, struct sd_err *err)
+int onednn_linear_prepare(struct nn_linear *l, int mode, struct sd_err *err)
 {
-    return prepare(&l->be_state, NULL, l, bf16, err);
+    return prepare(&l->be_state, NULL, l, mode, err);
 }
 
 /* --------------------------------------------------------------- plan */
@@ -438,15 +474,27 @@ static int plan(struct dn_layer *st, const struct nn_conv2d *c, const struct nn_
     if (!dnnl_memory_desc_equal(&v.wei_md, &st->wei_md)) {
         /* This shape's best kernel wants another weights layout: derive it
          * from the prepared copy, for this layer and shape only. */
-        if ((rc = reorder(&st->wei_md, st->wei, &v.wei_md, &e->wei_own, err)))
+        if (st->wide) { /* from the widened weights, rounded back (exact) */
+            size_t n = dnnl_memory_desc_get_size(&st->wei_md) / sizeof(float);
+            rc = reorder(&st->wei_md, widen_begin(st->wei, n), &v.wei_md, &e->wei_own, err);
+            widen_end();
+            if (!rc && (rc = make_wide(&e->wei_own, dnnl_memory_desc_get_size(&v.wei_md), err))) {
+                big_free(e->wei_own, dnnl_memory_desc_get_size(&v.wei_md));
+                e->wei_own = NULL;
+            }
+        } else {
+            rc = reorder(&st->wei_md, st->wei, &v.wei_md, &e->wei_own, err);
+        }
+        if (rc)
             goto fail;
-        e->wei_own_bytes = dnnl_memory_desc_get_size(&v.wei_md);
+        e->wei_own_bytes = held_bytes(st, &v.wei_md);
         onednn_extra_weight_bytes += e->wei_own_bytes;
         wei = e->wei_own;
     }
     TRY(dnnl_memory_create(&e->src, &v.src_md, engine, DNNL_MEMORY_NONE), "memory");
     TRY(dnnl_memory_create(&e->dst, &v.dst_md, engine, DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&e->wei, &v.wei_md, engine, wei), "memory");
+    /* wide: the weights' handle is the scratch, set at each run */
+    TRY(dnnl_memory_create(&e->wei, &v.wei_md, engine, st->wide ? DNNL_MEMORY_NONE : wei), "memory");
     const float *b = c ? c->b : l->b;
     if (b)
         TRY(dnnl_memory_create(&e->bias, &v.bias_md, engine, (void *)b), "memory");
@@ -510,12 +558,18 @@ static void execute(const struct dn_layer *st, const int key[4], const void *src
     SD_ASSERT(e); /* planned in measure mode */
     dnnl_memory_set_data_handle(e->src, (void *)src);
     dnnl_memory_set_data_handle(e->dst, out);
+    if (st->wide) {
+        size_t n = e->wei_own ? e->wei_own_bytes / 2 : dnnl_memory_desc_get_size(&st->wei_md) / 4;
+        dnnl_memory_set_data_handle(e->wei, (void *)widen_begin(e->wei_own ? e->wei_own : st->wei, n));
+    }
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei},
                                {DNNL_ARG_DST, e->dst}, {DNNL_ARG_BIAS, e->bias}};
     dnnl_status_t s = dnnl_primitive_execute(e->prim, stream, e->bias ? 4 : 3, args);
     SD_ASSERT(s == dnnl_success);
     s = dnnl_stream_wait(stream);
     SD_ASSERT(s == dnnl_success);
+    if (st->wide)
+        widen_end();
 }
 
 static void run(const struct dn_layer *st, const int key[4], const float *in, size_t in_n, float *out,
@@ -581,7 +635,7 @@ size_t onednn_linear_ws(const struct nn_linear *l, int M)
 size_t onednn_weight_bytes(const void *be_state)
 {
     const struct dn_layer *st = be_state;
-    return st ? dnnl_memory_desc_get_size(&st->wei_md) : 0;
+    return st ? held_bytes(st, &st->wei_md) : 0;
 }
 
 void onednn_layer_release(void **be_state)
@@ -591,7 +645,7 @@ void onednn_layer_release(void **be_state)
         return;
     for (int i = 0; i < st->n; i++)
         entry_destroy(&st->e[i]);
-    big_free(st->wei, dnnl_memory_desc_get_size(&st->wei_md));
+    big_free(st->wei, held_bytes(st, &st->wei_md));
     free(st);
     *be_state = NULL;
 }

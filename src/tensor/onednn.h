@@ -10,9 +10,11 @@
 
 #include "tensor/nn.h"
 
-/* Load time: weights into oneDNN's preferred layout, f32 or bf16. */
-int onednn_conv2d_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err);
-int onednn_linear_prepare(struct nn_linear *l, int bf16, struct sd_err *err);
+/* Load time: weights into oneDNN's preferred layout. mode 0: float32;
+ * 1: bf16 weights and products; 2 (wide): float32 products and layout,
+ * the weights held rounded to bf16 and widened at each run (widen.h). */
+int onednn_conv2d_prepare(struct nn_conv2d *l, int mode, struct sd_err *err);
+int onednn_linear_prepare(struct nn_linear *l, int mode, struct sd_err *err);
 /* Measure mode: a primitive for this input shape (and accumulate mode). */
 int onednn_conv2d_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err);
 int onednn_linear_plan(struct nn_linear *l, int M, int accumulate, struct sd_err *err);

@@ -18,6 +18,7 @@
 #include "tensor/gemm_bf16.h"
 #include "tensor/onednn.h"
 #include "tensor/vmath.h"
+#include "tensor/widen.h"
 
 #define WINO_MAGIC 0x57696e6fu
 #define MAX_SHAPES 6
@@ -60,6 +61,7 @@ struct wino_shape {
 struct wino_layer {
     uint32_t magic;
     int bf16;
+    int wide; /* float32 products, u held in bf16 and widened per run (widen.h) */
     void *u; /* [16][cin][cout], f32 or bf16 (packed by gemm_bf16_index when own_gemm), owned */
     size_t u_bytes;
     int n;
@@ -119,7 +121,8 @@ int winograd_eligible(const struct nn_conv2d *l, int bf16)
      * convolution; 18-25% less at batch 1). From 8x8 with oneDNN's bf16
      * products (no gemm_bf16): 2.5-2.9% off a UNet step at 256x256. */
     int bf16_px = GEMM_BF16_NATIVE ? 4 * 4 : 8 * 8;
-    return (long)l->cin * l->cout <= 1280L * 640 || l->px >= 16 * 16 || (bf16 && l->px >= bf16_px);
+    /* wide (bf16 == 2) computes in float32: float32's choice. */
+    return (long)l->cin * l->cout <= 1280L * 640 || l->px >= 16 * 16 || (bf16 == 1 && l->px >= bf16_px);
 }
 
 int winograd_owns(const void *be_state)
@@ -128,14 +131,21 @@ int winograd_owns(const void *be_state)
 }
 
 /* U = G g G^T for every (co, ci); G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. */
-int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
+int winograd_prepare(struct nn_conv2d *l, int mode, struct sd_err *err)
 {
+    int bf16 = mode == 1, wide = mode == 2;
+    if (wide) { /* one plane at a time */
+        int rc = widen_reserve((size_t)l->cin * l->cout, err);
+        if (rc)
+            return rc;
+    }
     struct wino_layer *st = calloc(1, sizeof *st);
     if (!st)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
     st->magic = WINO_MAGIC;
     st->bf16 = bf16;
-    st->u_bytes = (size_t)16 * l->cin * l->cout * (bf16 ? 2 : 4);
+    st->wide = wide;
+    st->u_bytes = (size_t)16 * l->cin * l->cout * (bf16 || wide ? 2 : 4);
     if (!(st->u = big_alloc(st->u_bytes))) {
         free(st);
         return sd_errf(err, SD_ERR_NOMEM, "out of memory preparing weights");
@@ -168,7 +178,7 @@ int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
                     if (own_gemm(st))
                         uh[(size_t)x * cin * cout + gemm_bf16_index(cin, cout, ci, co)] =
                             bf16_round(u[x / 4][x % 4]);
-                    else if (bf16)
+                    else if (bf16 || wide)
                         uh[at] = bf16_round(u[x / 4][x % 4]);
                     else
                         uf[at] = u[x / 4][x % 4];
@@ -250,8 +260,10 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
         st->n++;
         return SD_OK;
     }
-    int rc = onednn_bmm_plan(&s->bmm, 16, s->chunk, l->cin, l->cout, v_plane(l, s->chunk, st->bf16),
-                             m_plane(l, s->chunk), st->bf16, err);
+    /* wide: one plane per product, each widened just before (its float32
+     * copy stays in cache; 16 of them would not) */
+    int rc = onednn_bmm_plan(&s->bmm, st->wide ? 1 : 16, s->chunk, l->cin, l->cout,
+                             v_plane(l, s->chunk, st->bf16), m_plane(l, s->chunk), st->bf16, err);
     if (!rc)
         st->n++;
     return rc;
@@ -375,7 +387,16 @@ static void run(const struct nn_conv2d *l, const void *in, int in16, float *out,
         size_t el = st->bf16 ? 2 : 4, row = (size_t)l->cin * el;
         for (int x = 0; nt < s->chunk && x < 16; x++)
             memset((char *)V + x * vp * el + nt * row, 0, (size_t)(s->chunk - nt) * row);
-        onednn_bmm_run(s->bmm, V, st->u, M);
+        if (st->wide) {
+            size_t plane = (size_t)l->cin * l->cout;
+            for (int x = 0; x < 16; x++) {
+                onednn_bmm_run(s->bmm, (const float *)V + x * vp,
+                               widen_begin((const uint16_t *)st->u + x * plane, plane), M + x * mp);
+                widen_end();
+            }
+        } else {
+            onednn_bmm_run(s->bmm, V, st->u, M);
+        }
         output_transform(l->cout, l->b, M, out, H, W, t0, nt, mp, accumulate);
     }
 }

@@ -32,11 +32,13 @@
  * channel counts multiples of 16, weights small enough for the pixels it
  * sees, in bf16 or float32). The environment variable
  * DIFFUSIOND_WINOGRAD=0 turns the path off (for comparisons). */
-int winograd_eligible(const struct nn_conv2d *l, int bf16);
+int winograd_eligible(const struct nn_conv2d *l, int mode);
 /* 1 when be_state was made by winograd_prepare. */
 int winograd_owns(const void *be_state);
 
-int winograd_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err);
+/* mode 0: float32; 1: bf16; 2: float32 products with the transformed
+ * weights held in bf16 and widened at each run (widen.h). */
+int winograd_prepare(struct nn_conv2d *l, int mode, struct sd_err *err);
 int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err);
 size_t winograd_ws(const struct nn_conv2d *l, int B, int H, int W);
 void winograd_run(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,

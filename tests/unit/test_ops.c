@@ -72,9 +72,11 @@ static void check_conv(int B, int cin, int cout, int k, int stride, int plo, int
     float *x = rand_buf(nin, 1.0f), *y0 = calloc(nout, 4), *y1 = calloc(nout, 4);
     float *r = rand_buf(nout, 1.0f);
     nn_backend_ref.conv2d(&l, x, y0, B, H, W, 0, NULL);
-    const struct nn_backend *bes[2] = {&nn_backend_cpu, &nn_backend_cpu_bf16};
-    double tols[2] = {1e-5, 2e-2};
-    for (int i = 0; i < 1 + bf16_runs(); i++) {
+    /* wide: float32 products of bf16-rounded weights (Winograd's rounded
+     * after their transform), at every level */
+    const struct nn_backend *bes[3] = {&nn_backend_cpu, &nn_backend_cpu_wide, &nn_backend_cpu_bf16};
+    double tols[3] = {1e-5, 1e-2, 2e-2};
+    for (int i = 0; i < 2 + bf16_runs(); i++) {
         struct sd_err err;
         struct nn_conv2d f = l;
         CHECK_MSG(bes[i]->conv2d_prepare(&f, &err) == SD_OK, "%s", err.msg);
@@ -193,6 +195,66 @@ TEST(ops_conv2d_winograd)
     CHECK(!winograd_eligible(&big, 0) && winograd_eligible(&big, 1));
     big.px = 16 * 16;
     CHECK(winograd_eligible(&big, 0) && winograd_eligible(&big, 1));
+    /* wide (mode 2) computes in float32: float32's choice at every size */
+    for (int px = 0; px <= 32 * 32; px = px ? px * 4 : 4) {
+        big.px = px;
+        CHECK(winograd_eligible(&big, 2) == winograd_eligible(&big, 0));
+    }
+}
+
+/* The wide backend (widen.h): its products are float32 products of the
+ * weights rounded to bf16, so against the reference on rounded weights
+ * they agree to float32 rounding (direct convolutions, linears); its
+ * weights take half the bytes of float32's; several layers share the
+ * scratch (prepared at once, run in turn). */
+TEST(ops_wide)
+{
+    int K = 64, N = 80, M = 33;
+    float *w = rand_buf((size_t)N * K, 0.3f), *wr = malloc((size_t)N * K * 4), *b = rand_buf(N, 1);
+    float *x = rand_buf((size_t)M * K, 1), *y0 = malloc((size_t)M * N * 4), *y1 = malloc((size_t)M * N * 4);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        wr[i] = bf16_to_f32(bf16_round(w[i]));
+    struct nn_linear lr = {K, N, wr, b, NULL}, l32 = {K, N, w, b, NULL}, lw = l32, lw2 = l32;
+    struct sd_err err;
+    CHECK(nn_backend_cpu.linear_prepare(&l32, &err) == SD_OK);
+    CHECK(nn_backend_cpu_wide.linear_prepare(&lw, &err) == SD_OK);
+    CHECK(nn_backend_cpu_wide.linear_prepare(&lw2, &err) == SD_OK);
+    CHECK(nn_backend_cpu_wide.layer_bytes(lw.be_state) * 2 == nn_backend_cpu.layer_bytes(l32.be_state));
+    nn_backend_ref.linear(&lr, x, y0, M, 0, NULL);
+    for (int round = 0; round < 2; round++) {
+        struct nn_linear *f = round ? &lw2 : &lw;
+        CHECK(nn_backend_cpu_wide.linear_plan(f, M, 0, &err) == SD_OK);
+        memset(y1, 0, (size_t)M * N * 4);
+        nn_backend_cpu_wide.linear(f, x, y1, M, 0, NULL);
+        double d = rel_diff(y1, y0, (size_t)M * N);
+        CHECK_MSG(d < 1e-5, "wide linear against float32 on rounded weights: %g", d);
+    }
+    nn_backend_cpu.layer_release(&l32.be_state);
+    nn_backend_cpu_wide.layer_release(&lw.be_state);
+    nn_backend_cpu_wide.layer_release(&lw2.be_state);
+    free(w), free(wr), free(b), free(x), free(y0), free(y1);
+
+    /* a strided (direct, oneDNN) convolution */
+    int B = 2, H = 9, W = 8, cin = 16, cout = 32;
+    struct nn_conv2d c = {cin, cout, 3, 2, 1, 1, NULL, NULL, NULL, 0};
+    size_t nw = (size_t)cout * cin * 9;
+    float *cw = rand_buf(nw, 0.3f), *cwr = malloc(nw * 4), *cb = rand_buf(cout, 1);
+    for (size_t i = 0; i < nw; i++)
+        cwr[i] = bf16_to_f32(bf16_round(cw[i]));
+    c.w = cwr;
+    c.b = cb;
+    int OH = nn_conv2d_out_size(&c, H), OW = nn_conv2d_out_size(&c, W);
+    size_t nout = (size_t)B * OH * OW * cout;
+    float *cx = rand_buf((size_t)B * H * W * cin, 1), *c0 = malloc(nout * 4), *c1 = malloc(nout * 4);
+    nn_backend_ref.conv2d(&c, cx, c0, B, H, W, 0, NULL);
+    struct nn_conv2d cw16 = c;
+    cw16.w = cw;
+    CHECK(nn_backend_cpu_wide.conv2d_prepare(&cw16, &err) == SD_OK);
+    fast_conv(&nn_backend_cpu_wide, &cw16, cx, c1, B, H, W, 0);
+    double d = rel_diff(c1, c0, nout);
+    CHECK_MSG(d < 1e-5, "wide strided conv against float32 on rounded weights: %g", d);
+    nn_backend_cpu_wide.layer_release(&cw16.be_state);
+    free(cw), free(cwr), free(cb), free(cx), free(c0), free(c1);
 }
 
 TEST(ops_linear)
@@ -200,11 +262,11 @@ TEST(ops_linear)
     int K = 48, N = 96, Ms[3] = {77, 1, 300};
     float *w = rand_buf((size_t)N * K, 0.3f), *b = rand_buf(N, 1), *x = rand_buf((size_t)300 * K, 1);
     float *y0 = malloc((size_t)300 * N * 4), *y1 = malloc((size_t)300 * N * 4), *r = rand_buf(300 * N, 1);
-    const struct nn_backend *bes[2] = {&nn_backend_cpu, &nn_backend_cpu_bf16};
-    double tols[2] = {1e-5, 2e-2};
+    const struct nn_backend *bes[3] = {&nn_backend_cpu, &nn_backend_cpu_wide, &nn_backend_cpu_bf16};
+    double tols[3] = {1e-5, 1e-2, 2e-2};
     for (int withb = 0; withb < 2; withb++) {
         struct nn_linear l = {K, N, w, withb ? b : NULL, NULL};
-        for (int i = 0; i < 1 + bf16_runs(); i++) {
+        for (int i = 0; i < 2 + bf16_runs(); i++) {
             struct sd_err err;
             struct nn_linear f = l;
             CHECK_MSG(bes[i]->linear_prepare(&f, &err) == SD_OK, "%s", err.msg);
