@@ -45,7 +45,9 @@
 
 /* 16-float vectors pass between static inline helpers only, so GCC's note
  * that their ABI differs without AVX-512 does not apply. */
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
