@@ -127,10 +127,15 @@ struct sd_model_info {
     int is_v_prediction;
     enum sd_scheduler default_scheduler; /* the config's class */
     char scheduler_class[64];  /* e.g. "PNDMScheduler" */
-    enum sd_precision precision; /* what the model computes in (see precision_note) */
-    /* Empty, or one line saying why precision differs from the one asked
-     * for (bf16 on a CPU without bf16 dot products runs fp32, faster there);
-     * callers show it to the user. */
+    enum sd_precision precision; /* the precision of its weights */
+    /* How its products are computed: "float32", "bf16" (bf16 products,
+     * float32 sums) or "float32 on bf16 weights" (bf16 asked for on a CPU
+     * without bf16 dot products: the weights widened for float32
+     * products). */
+    char compute[32];
+    /* Empty, or one line saying how the computation differs from what was
+     * asked for (bf16 on a CPU without bf16 dot products); callers show it
+     * to the user. */
     char precision_note[320];
     double load_seconds;       /* time sd_model_load took */
     size_t weight_bytes;       /* memory held by the prepared weights */

@@ -479,6 +479,8 @@ int sd_model_load(sd_model **out, const struct sd_load_opts *o, struct sd_err *e
     }
     snprintf(in->scheduler_class, sizeof in->scheduler_class, "%s", m->sched_cfg.class_name);
     in->precision = prec;
+    snprintf(in->compute, sizeof in->compute, "%s",
+             be == &nn_backend_cpu_bf16 ? "bf16" : be == &nn_backend_cpu_wide ? "float32 on bf16 weights" : "float32");
 
     /* 6. Plan every network for the expected job (the size hint,
      * guidance's batch of 2, a full prompt) now: oneDNN primitives,

@@ -136,6 +136,8 @@ def test_health():
     check(r.status == 200, r.status)
     b = r.json()
     check(b["status"] == "ok" and b["model_status"] == "available", b)
+    info = b["model_info"]
+    check(info["precision"] == "fp32" and info["compute"] == "float32", info)
 
 
 def test_not_found():

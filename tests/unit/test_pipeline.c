@@ -374,6 +374,8 @@ TEST(pipeline_bf16_tolerance)
     CHECK(sd_model_get_info(m16)->precision == SD_PRECISION_BF16);
     CHECK(sd_model_get_info(m16)->weight_bytes < sd_model_get_info(m32)->weight_bytes);
     CHECK((sd_model_get_info(m16)->precision_note[0] != '\0') == !cpu_bf16_native());
+    CHECK(!strcmp(sd_model_get_info(m16)->compute, cpu_bf16_native() ? "bf16" : "float32 on bf16 weights"));
+    CHECK(!strcmp(sd_model_get_info(m32)->compute, "float32"));
     enum sd_scheduler scheds[] = {SD_SCHED_PNDM, SD_SCHED_EULER_A, SD_SCHED_DPMPP_2M};
     double worst = 99;
     for (int i = 0; i < 3; i++) {

@@ -10,10 +10,11 @@
 
 json_t *api_model_json(const struct sd_model_info *in)
 {
-    return json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:s,s:s}", "name", in->name, "family", in->family, "format",
-                     in->format, "prediction_type", in->prediction_type, "default_width", in->default_width,
-                     "default_height", in->default_height, "default_guidance", (double)in->default_guidance,
-                     "scheduler", in->scheduler_class, "precision", sd_precision_name(in->precision));
+    return json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:s,s:s,s:s}", "name", in->name, "family", in->family,
+                     "format", in->format, "prediction_type", in->prediction_type, "default_width",
+                     in->default_width, "default_height", in->default_height, "default_guidance",
+                     (double)in->default_guidance, "scheduler", in->scheduler_class, "precision",
+                     sd_precision_name(in->precision), "compute", in->compute);
 }
 
 /* The seed's two fields, plus which model and, if it failed, why. Cheap:
