@@ -475,8 +475,6 @@ static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
     return onednn_linear_prepare(l, 1, err);
 }
 
-
-
 /* Wide (widen.h): float32's kernels and layouts, weights held in bf16
  * (mode 2 of the prepare functions) and widened before each run. */
 static int conv_prepare_wide(struct nn_conv2d *l, struct sd_err *err)
@@ -489,15 +487,13 @@ static int linear_prepare_wide(struct nn_linear *l, struct sd_err *err)
     return onednn_linear_prepare(l, 2, err);
 }
 
-#define CPU_LAYERS                                                                                 \
-    .conv2d = conv_run, .conv2d_ws = conv_ws, .conv2d_plan = conv_plan, .layer_release = layer_release, \
-    .layer_bytes = layer_bytes
 #define CPU_OPS                                                                                    \
-    .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm, .geglu = cpu_geglu,                     \
+    .conv2d = conv_run, .conv2d_ws = conv_ws, .conv2d_plan = conv_plan,                            \
+    .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan,   \
+    .layer_release = layer_release, .layer_bytes = layer_bytes, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
+    .geglu = cpu_geglu,                                                                            \
     .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
     .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
-#define ONEDNN_LINEAR                                                                              \
-    .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan
 
 const struct nn_backend nn_backend_cpu = {
     .name = "cpu",
@@ -505,21 +501,17 @@ const struct nn_backend nn_backend_cpu = {
     .linear_prepare = linear_prepare_f32,
     .attention = attention_forward,
     .attention_ws = attention_ws,
-    ONEDNN_LINEAR,
-    CPU_LAYERS,
     CPU_OPS,
 };
 
 /* --precision bf16 where the CPU has no bf16 dot products: the memory of
- * bf16 weights at the speed of float32 products (widen.h). */
+ * bf16 weights, float32 products (widen.h). */
 const struct nn_backend nn_backend_cpu_wide = {
     .name = "cpu-bf16-wide",
     .conv2d_prepare = conv_prepare_wide,
     .linear_prepare = linear_prepare_wide,
     .attention = attention_forward,
     .attention_ws = attention_ws,
-    ONEDNN_LINEAR,
-    CPU_LAYERS,
     CPU_OPS,
 };
 
@@ -541,7 +533,5 @@ const struct nn_backend nn_backend_cpu_bf16 = {
     .attn_block_ws = cpu_attn_block_ws_bf16,
     .attn_block = cpu_attn_block_bf16,
 #endif
-    ONEDNN_LINEAR,
-    CPU_LAYERS,
     CPU_OPS,
 };

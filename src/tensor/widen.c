@@ -74,11 +74,3 @@ void widen_end(void)
 {
     pthread_mutex_unlock(&block_mu);
 }
-
-size_t widen_scratch_bytes(void)
-{
-    pthread_mutex_lock(&block_mu);
-    size_t b = block_cap * sizeof(float);
-    pthread_mutex_unlock(&block_mu);
-    return b;
-}

@@ -30,7 +30,5 @@ const float *widen_begin(const uint16_t *w, size_t n);
 void widen_end(void);
 /* dst[i] = bf16(src[i]), rounded to nearest even (load time). */
 void widen_round(uint16_t *dst, const float *src, size_t n);
-/* Bytes of the scratch (memory reports). */
-size_t widen_scratch_bytes(void);
 
 #endif
