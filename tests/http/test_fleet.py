@@ -260,9 +260,15 @@ def test_fleet_redis_crash_and_outage():
         f.redis.start()
         # Clients retry a 503 (it carries Retry-After) until the nodes have
         # redialled; then everything that got a 202 completes, once.
-        wait_until(lambda: f.api.get("/results/" + ids[0]).status == 200, 30, "the API node to reconnect")
+        def settled(t):
+            r = f.api.get("/results/" + t)
+            if r.status == 503 and r.header("Retry-After"):
+                return None  # still redialling: retry, as a client would
+            check(r.status == 200, (r.status, r.body))
+            res = r.json()
+            return res if res["status"] in ("completed", "failed") else None
         for t in ids:
-            res = f.api.wait_status(t, ("completed", "failed"), timeout=180)
+            res = wait_until(lambda: settled(t), 180, "task %s to finish" % t)
             check(res["status"] == "completed", (t, res))
         after = f.api.submit(quick("after the restart"))
         f.api.wait_status(after, "completed", timeout=60)

@@ -74,6 +74,7 @@ struct rs {
     char password[256];
     struct rconn conns[NCONN];
     atomic_uint next;
+    atomic_llong dialled_us; /* when a connection was last dialled successfully (mono) */
     /* subscriber */
     pthread_t sub_thread;
     int sub_running;
@@ -407,7 +408,10 @@ static int run(struct rs *s, int argc, const char **argv, const size_t *lens, re
         c->failed_at = 0;
     }
     if (!c->c) {
-        if (c->failed_at && mono() - c->failed_at < RETRY_AFTER_FAILURE_S) {
+        /* Back off after a failure, unless another connection has got
+         * through since: then Redis is back and this one redials now. */
+        if (c->failed_at && mono() - c->failed_at < RETRY_AFTER_FAILURE_S &&
+            atomic_load(&s->dialled_us) <= (long long)(c->failed_at * 1e6)) {
             pthread_mutex_unlock(&c->mu);
             return sd_errf(err, SD_ERR_IO, "redis %s:%d: unreachable", s->host, s->port);
         }
@@ -417,6 +421,7 @@ static int run(struct rs *s, int argc, const char **argv, const size_t *lens, re
             return SD_ERR_IO;
         }
         c->failed_at = 0;
+        atomic_store(&s->dialled_us, (long long)(mono() * 1e6));
     }
     redisReply *r = redisCommandArgv(c->c, argc, argv, lens);
     if (!r) {
