@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tensor/attention.h"
@@ -475,25 +476,224 @@ static int linear_prepare_bf16(struct nn_linear *l, struct sd_err *err)
     return onednn_linear_prepare(l, 1, err);
 }
 
+/* ------------------------------------------------- the wide backend */
+
 /* Wide (widen.h): float32's kernels and layouts, weights held in bf16
- * (mode 2 of the prepare functions) and widened before each run. */
+ * (mode 2 of the prepare functions) and widened before each run. A layer
+ * whose float32 weights would not fit in the last-level cache (over
+ * SPLIT_BYTES: the innermost levels' direct convolutions, 59-118 MB in SD
+ * 1.5, the 1280 -> 10240 feed-forward) is split by output channels into
+ * pieces of at most PIECE_BYTES, each its own layer: a piece's widened
+ * copy stays in cache for its product instead of going to memory and
+ * back. Each piece writes its columns to ws, copied (or added) into out. */
+#define SPLIT_BYTES (24u << 20)
+#define PIECE_BYTES (12u << 20)
+#define SPLIT_MAGIC 0x53706c74u
+
+struct split {
+    uint32_t magic;
+    int n, nc;           /* pieces, output channels each */
+    struct nn_conv2d *c; /* the pieces of a convolution, or */
+    struct nn_linear *l; /* of a linear layer */
+};
+
+static int split_owns(const void *be_state)
+{
+    return be_state && ((const struct split *)be_state)->magic == SPLIT_MAGIC;
+}
+
+/* Output channels per piece (a multiple of 16 dividing n, weights within
+ * PIECE_BYTES), or 0: no split. DIFFUSIOND_WIDE_SPLIT=0 turns splitting
+ * off (for comparisons). */
+static int split_cols(int n, size_t col_bytes)
+{
+    const char *e = getenv("DIFFUSIOND_WIDE_SPLIT");
+    if ((size_t)n * col_bytes <= SPLIT_BYTES || (e && !strcmp(e, "0")))
+        return 0;
+    for (int nc = n / 2 / 16 * 16; nc >= 16; nc -= 16)
+        if (n % nc == 0 && (size_t)nc * col_bytes <= PIECE_BYTES)
+            return nc;
+    return 0;
+}
+
+static void split_release(void **be_state)
+{
+    struct split *sp = *be_state;
+    for (int i = 0; i < sp->n; i++) {
+        if (sp->c && sp->c[i].be_state)
+            onednn_layer_release(&sp->c[i].be_state);
+        if (sp->l && sp->l[i].be_state)
+            onednn_layer_release(&sp->l[i].be_state);
+    }
+    free(sp->c);
+    free(sp->l);
+    free(sp);
+    *be_state = NULL;
+}
+
+static int split_make(void **state, int n, int nc, int conv, struct split **out, struct sd_err *err)
+{
+    struct split *sp = calloc(1, sizeof *sp);
+    if (!sp)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    sp->magic = SPLIT_MAGIC;
+    sp->n = n / nc;
+    sp->nc = nc;
+    if (conv ? !(sp->c = calloc(sp->n, sizeof *sp->c)) : !(sp->l = calloc(sp->n, sizeof *sp->l))) {
+        free(sp);
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory");
+    }
+    *state = sp;
+    *out = sp;
+    return SD_OK;
+}
+
 static int conv_prepare_wide(struct nn_conv2d *l, struct sd_err *err)
 {
-    return conv_prepare(l, 2, err);
+    int nc = winograd_eligible(l, 2) ? 0 : split_cols(l->cout, (size_t)l->cin * l->k * l->k * sizeof(float));
+    if (!nc)
+        return conv_prepare(l, 2, err);
+    struct split *sp;
+    int rc = split_make(&l->be_state, l->cout, nc, 1, &sp, err);
+    for (int i = 0; !rc && i < sp->n; i++) {
+        sp->c[i] = *l;
+        sp->c[i].cout = nc;
+        sp->c[i].w = l->w + (size_t)i * nc * l->cin * l->k * l->k;
+        sp->c[i].b = l->b ? l->b + (size_t)i * nc : NULL;
+        sp->c[i].be_state = NULL;
+        rc = onednn_conv2d_prepare(&sp->c[i], 2, err);
+    }
+    if (rc && l->be_state)
+        split_release(&l->be_state);
+    return rc;
 }
 
 static int linear_prepare_wide(struct nn_linear *l, struct sd_err *err)
 {
-    return onednn_linear_prepare(l, 2, err);
+    int nc = split_cols(l->out, (size_t)l->in * sizeof(float));
+    if (!nc)
+        return onednn_linear_prepare(l, 2, err);
+    struct split *sp;
+    int rc = split_make(&l->be_state, l->out, nc, 0, &sp, err);
+    for (int i = 0; !rc && i < sp->n; i++) {
+        sp->l[i] = *l;
+        sp->l[i].out = nc;
+        sp->l[i].w = l->w + (size_t)i * nc * l->in;
+        sp->l[i].b = l->b ? l->b + (size_t)i * nc : NULL;
+        sp->l[i].be_state = NULL;
+        rc = onednn_linear_prepare(&sp->l[i], 2, err);
+    }
+    if (rc && l->be_state)
+        split_release(&l->be_state);
+    return rc;
 }
 
+/* out[r, c0 + j] = (or +=) piece[r, j] for r < rows, j < nc */
+static void split_store(float *out, int ldo, int c0, const float *piece, int nc, int rows, int accumulate)
+{
+#pragma omp parallel for schedule(static) if ((size_t)rows * nc >= PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        float *o = out + (size_t)r * ldo + c0;
+        const float *p = piece + (size_t)r * nc;
+        if (accumulate)
+            for (int j = 0; j < nc; j++)
+                o[j] += p[j];
+        else
+            memcpy(o, p, sizeof(float) * nc);
+    }
+}
+
+static int conv_plan_wide(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err)
+{
+    if (!split_owns(l->be_state))
+        return conv_plan(l, B, H, W, accumulate, err);
+    struct split *sp = l->be_state;
+    int rc = SD_OK;
+    for (int i = 0; !rc && i < sp->n; i++)
+        rc = onednn_conv2d_plan(&sp->c[i], B, H, W, 0, err);
+    return rc;
+}
+
+static size_t conv_ws_wide(const struct nn_conv2d *l, int B, int H, int W)
+{
+    if (!split_owns(l->be_state))
+        return conv_ws(l, B, H, W);
+    const struct split *sp = l->be_state;
+    return (size_t)B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W) * sp->nc;
+}
+
+static void conv_run_wide(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                          int accumulate, float *ws)
+{
+    if (!split_owns(l->be_state)) {
+        conv_run(l, in, out, B, H, W, accumulate, ws);
+        return;
+    }
+    const struct split *sp = l->be_state;
+    int rows = B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W);
+    for (int i = 0; i < sp->n; i++) {
+        onednn_conv2d_run(&sp->c[i], in, ws, B, H, W, 0, NULL);
+        split_store(out, l->cout, i * sp->nc, ws, sp->nc, rows, accumulate);
+    }
+}
+
+static int linear_plan_wide(struct nn_linear *l, int M, int accumulate, struct sd_err *err)
+{
+    if (!split_owns(l->be_state))
+        return onednn_linear_plan(l, M, accumulate, err);
+    struct split *sp = l->be_state;
+    int rc = SD_OK;
+    for (int i = 0; !rc && i < sp->n; i++)
+        rc = onednn_linear_plan(&sp->l[i], M, 0, err);
+    return rc;
+}
+
+static size_t linear_ws_wide(const struct nn_linear *l, int M)
+{
+    return split_owns(l->be_state) ? (size_t)M * ((const struct split *)l->be_state)->nc : 0;
+}
+
+static void linear_run_wide(const struct nn_linear *l, const float *in, float *out, int M, int accumulate,
+                            float *ws)
+{
+    if (!split_owns(l->be_state)) {
+        onednn_linear_run(l, in, out, M, accumulate, NULL);
+        return;
+    }
+    const struct split *sp = l->be_state;
+    for (int i = 0; i < sp->n; i++) {
+        onednn_linear_run(&sp->l[i], in, ws, M, 0, NULL);
+        split_store(out, l->out, i * sp->nc, ws, sp->nc, M, accumulate);
+    }
+}
+
+static size_t layer_bytes_wide(const void *be_state)
+{
+    if (!split_owns(be_state))
+        return layer_bytes(be_state);
+    const struct split *sp = be_state;
+    size_t b = 0;
+    for (int i = 0; i < sp->n; i++)
+        b += onednn_weight_bytes(sp->c ? sp->c[i].be_state : sp->l[i].be_state);
+    return b;
+}
+
+static void layer_release_wide(void **be_state)
+{
+    if (split_owns(*be_state))
+        split_release(be_state);
+    else
+        layer_release(be_state);
+}
+
+#define CPU_NORMS_AND_ELEMENTWISE                                                                  \
+    .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm, .geglu = cpu_geglu,                     \
+    .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
+    .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
 #define CPU_OPS                                                                                    \
     .conv2d = conv_run, .conv2d_ws = conv_ws, .conv2d_plan = conv_plan,                            \
     .linear = onednn_linear_run, .linear_ws = onednn_linear_ws, .linear_plan = onednn_linear_plan,   \
-    .layer_release = layer_release, .layer_bytes = layer_bytes, .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm,  \
-    .geglu = cpu_geglu,                                                                            \
-    .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
-    .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
+    .layer_release = layer_release, .layer_bytes = layer_bytes, CPU_NORMS_AND_ELEMENTWISE
 
 const struct nn_backend nn_backend_cpu = {
     .name = "cpu",
@@ -512,7 +712,10 @@ const struct nn_backend nn_backend_cpu_wide = {
     .linear_prepare = linear_prepare_wide,
     .attention = attention_forward,
     .attention_ws = attention_ws,
-    CPU_OPS,
+    .conv2d = conv_run_wide, .conv2d_ws = conv_ws_wide, .conv2d_plan = conv_plan_wide,
+    .linear = linear_run_wide, .linear_ws = linear_ws_wide, .linear_plan = linear_plan_wide,
+    .layer_release = layer_release_wide, .layer_bytes = layer_bytes_wide,
+    CPU_NORMS_AND_ELEMENTWISE,
 };
 
 const struct nn_backend nn_backend_cpu_bf16 = {

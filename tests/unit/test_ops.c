@@ -255,6 +255,44 @@ TEST(ops_wide)
     CHECK_MSG(d < 1e-5, "wide strided conv against float32 on rounded weights: %g", d);
     nn_backend_cpu_wide.layer_release(&cw16.be_state);
     free(cw), free(cwr), free(cb), free(cx), free(c0), free(c1);
+
+    /* Layers too big for the cache run in pieces of output channels (a
+     * 1280 -> 5120 linear: 26 MB in float32; a 1280 -> 1280 3x3
+     * convolution: 59 MB), accumulating too. */
+    for (int conv = 0; conv < 2; conv++) {
+        int ci = 1280, co = conv ? 1280 : 5120, k = conv ? 3 : 1, HW = 4, P = 2 * HW * HW;
+        size_t n = (size_t)co * ci * k * k, no = (size_t)P * co;
+        float *ww = rand_buf(n, 0.02f), *wwr = malloc(n * 4), *bb = rand_buf(co, 1);
+        for (size_t i = 0; i < n; i++)
+            wwr[i] = bf16_to_f32(bf16_round(ww[i]));
+        float *in = rand_buf((size_t)P * ci, 1), *o0 = malloc(no * 4), *o1 = rand_buf(no, 1), *r = malloc(no * 4);
+        memcpy(r, o1, no * 4);
+        struct nn_conv2d cl = {ci, co, 3, 1, 1, 1, wwr, bb, NULL, 0}, cf = cl;
+        struct nn_linear ll = {ci, co, wwr, bb, NULL}, lf = ll;
+        if (conv) {
+            nn_backend_ref.conv2d(&cl, in, o0, 2, HW, HW, 0, NULL);
+            cf.w = ww;
+            CHECK(nn_backend_cpu_wide.conv2d_prepare(&cf, &err) == SD_OK);
+            CHECK(nn_backend_cpu_wide.layer_bytes(cf.be_state) == n * 2);
+            fast_conv(&nn_backend_cpu_wide, &cf, in, o1, 2, HW, HW, 1);
+            nn_backend_cpu_wide.layer_release(&cf.be_state);
+        } else {
+            nn_backend_ref.linear(&ll, in, o0, P, 0, NULL);
+            lf.w = ww;
+            CHECK(nn_backend_cpu_wide.linear_prepare(&lf, &err) == SD_OK);
+            CHECK(nn_backend_cpu_wide.layer_bytes(lf.be_state) == n * 2);
+            CHECK(nn_backend_cpu_wide.linear_plan(&lf, P, 1, &err) == SD_OK);
+            float *lws = calloc(nn_backend_cpu_wide.linear_ws(&lf, P) + 1, 4);
+            nn_backend_cpu_wide.linear(&lf, in, o1, P, 1, lws);
+            free(lws);
+            nn_backend_cpu_wide.layer_release(&lf.be_state);
+        }
+        for (size_t i = 0; i < no; i++)
+            o1[i] -= r[i];
+        double dd = rel_diff(o1, o0, no);
+        CHECK_MSG(dd < 1e-5, "wide %s in pieces: %g", conv ? "convolution" : "linear", dd);
+        free(ww), free(wwr), free(bb), free(in), free(o0), free(o1), free(r);
+    }
 }
 
 TEST(ops_linear)
