@@ -46,6 +46,9 @@ int main(int argc, char **argv)
         for (int l = CPU_BASELINE; l <= (int)top; l++)
             printf(" %s", cpu_level_name((enum cpu_level)l));
         printf("\n");
+        printf("--precision bf16: %s\n", cpu_bf16_native()
+                                            ? "bf16 products (AVX512-BF16), float32 sums"
+                                            : "bf16 weights widened for float32 products (no bf16 dot products)");
         return 0;
     }
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

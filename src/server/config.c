@@ -43,7 +43,8 @@ static const struct opt opts[] = {
     {"--threads", "DIFFUSIOND_THREADS", OPT_INT, F(threads), 0, 4096, "N",
      "compute threads for inference (0: all cores)"},
     {"--precision", "DIFFUSIOND_PRECISION", OPT_STR, F(precision), 0, 0, "P",
-     "fp32 (default, matches diffusers) or bf16 (faster, weights held in 16 bits)"},
+     "fp32 (default, matches diffusers) or bf16 (weights held in 16 bits; faster where the CPU has AVX512-BF16, "
+     "see --version)"},
     {"--plan-size", "DIFFUSIOND_PLAN_SIZE", OPT_INT, F(plan_size), 0, 2048, "PIXELS",
      "image side most requests use (multiple of 8; 0: the model's default): algorithms and memory are planned for it"},
     {"--host", "DIFFUSIOND_HOST", OPT_STR, F(host), 0, 0, "ADDR",

@@ -72,6 +72,8 @@ if grep -q "^diffusiond: note: bf16: weights held in bf16, products computed in 
 else
     fail "bf16 without bf16 dot products: $(cat "$tmp/err")"
 fi
+DIFFUSIOND_CPU=avx512 "$BIN" --version | grep -q "^--precision bf16: bf16 weights widened for float32 products" \
+    && ok "--version says what bf16 does on this CPU" || fail "--version: bf16 line"
 
 # image-to-image, inpainting, batches (PNG and JPEG inputs made by the harness)
 python3 - "$tmp" <<'PY'
