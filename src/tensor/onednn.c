@@ -311,6 +311,23 @@ static struct cache_val *cache_add(const struct cache_key *k, const struct cache
 
 /* ------------------------------------------------------------ prepare */
 
+/* dst[i] = bf16(src[i]), round to nearest even. */
+static void to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (size_t blk = 0; blk < (n + 4095) / 4096; blk++) {
+        size_t i = blk * 4096, end = i + 4096 < n ? i + 4096 : n;
+#ifdef __AVX512BF16__
+        for (; i + 32 <= end; i += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+            _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
+        }
+#endif
+        for (; i < end; i++)
+            dst[i] = bf16_round(src[i]);
+    }
+}
+
 /* The bytes of a layer's weights as held: half the float32 layout's size
  * when wide. */
 static size_t held_bytes(const struct dn_layer *st, const dnnl_memory_desc_t *md)
@@ -331,7 +348,7 @@ static int make_wide(void **w, size_t bytes, struct sd_err *err)
     uint16_t *h = big_alloc(n * sizeof *h);
     if (!h)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
-    widen_round(h, *w, n);
+    to_bf16(h, *w, n);
     big_free(*w, bytes);
     *w = h;
     return SD_OK;
@@ -532,23 +549,6 @@ int onednn_linear_plan_b2b(struct nn_linear *l, int M, struct sd_err *err)
 }
 
 /* ---------------------------------------------------------------- run */
-
-/* dst[i] = bf16(src[i]), round to nearest even. */
-static void to_bf16(uint16_t *dst, const float *src, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n >= 65536)
-    for (size_t blk = 0; blk < (n + 4095) / 4096; blk++) {
-        size_t i = blk * 4096, end = i + 4096 < n ? i + 4096 : n;
-#ifdef __AVX512BF16__
-        for (; i + 32 <= end; i += 32) {
-            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
-            _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
-        }
-#endif
-        for (; i < end; i++)
-            dst[i] = bf16_round(src[i]);
-    }
-}
 
 /* src: float32, or bf16 when the layer is (converted by the caller); out:
  * float32, or bf16 for the key's bf16-output primitive. */

@@ -8,7 +8,6 @@
 #endif
 
 #include "tensor/arena.h"
-#include "tensor/vmath.h"
 
 
 /* dst[i] = widened src[i]: bf16 is float32's high half, so exact. Eight
@@ -28,13 +27,6 @@ static void widen_row(float *dst, const uint16_t *src, size_t n)
 #endif
     for (; i < n; i++)
         d[i] = (uint32_t)src[i] << 16;
-}
-
-void widen_round(uint16_t *dst, const float *src, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n >= 65536)
-    for (size_t i = 0; i < n; i++)
-        dst[i] = bf16_round(src[i]);
 }
 
 static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -10,9 +10,10 @@
  * (a bf16 value is a float32's high half), so the products are float32
  * ones on bf16-rounded weights.
  *
- * One scratch per process, as big as the largest layer, sized at load
- * time, so runs allocate nothing; a mutex makes widen_begin .. widen_end
- * one layer's exclusive use of it.
+ * One scratch per process, as big as the largest block widened at once
+ * (a layer, a piece of a split layer, a Winograd plane or U), sized at
+ * load or plan time, so runs allocate nothing; a mutex makes
+ * widen_begin .. widen_end one block's exclusive use of it.
  */
 #ifndef SD_WIDEN_H
 #define SD_WIDEN_H
@@ -28,7 +29,5 @@ int widen_reserve(size_t n, struct sd_err *err);
  * return it; n is within what was reserved. widen_end unlocks. */
 const float *widen_begin(const uint16_t *w, size_t n);
 void widen_end(void);
-/* dst[i] = bf16(src[i]), rounded to nearest even (load time). */
-void widen_round(uint16_t *dst, const float *src, size_t n);
 
 #endif
