@@ -76,7 +76,9 @@ static size_t keys_ws(int B, int Nk, int heads, int dh, int bf16)
 size_t attention_ws(int B, int Nq, int Nk, int heads, int dh)
 {
     (void)Nq;
-    return keys_ws(B, Nk, heads, dh, 0) + (size_t)omp_get_max_threads() * thread_ws(dh);
+    size_t rows = keys_ws(B, Nk, heads, dh, 0) + (size_t)omp_get_max_threads() * thread_ws(dh);
+    size_t lanes = attention_lanes32_ws(dh);
+    return rows > lanes ? rows : lanes;
 }
 
 size_t attention_ws_bf16(int B, int Nq, int Nk, int heads, int dh)
@@ -503,21 +505,23 @@ static void attention_run(float *out, const float *q, const float *k, const floa
     }
 }
 
-void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq, int Nk,
-                       int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws)
-{
-    attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 0);
-}
-
-#ifdef __AVX512BF16__
-/* DIFFUSIOND_ATTN_LANES=0 keeps non-causal bf16 attention on the row
- * kernel above (for comparisons and its tests). */
+/* DIFFUSIOND_ATTN_LANES=0 keeps non-causal attention on the row kernels
+ * above (for comparisons and their tests). */
 static int lanes_enabled(void)
 {
     const char *e = getenv("DIFFUSIOND_ATTN_LANES");
     return !(e && !strcmp(e, "0"));
 }
-#endif
+
+void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq, int Nk,
+                       int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal, float *ws)
+{
+    if (!causal && attention_lanes32_ok() && lanes_enabled()) {
+        attention_lanes32_forward(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, ws);
+        return;
+    }
+    attention_run(out, q, k, v, B, Nq, Nk, heads, dh, ldq, ldk, ldv, scale, causal, ws, 0);
+}
 
 void attention_forward_bf16(float *out, const float *q, const float *k, const float *v, int B, int Nq,
                             int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, int causal,

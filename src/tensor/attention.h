@@ -41,4 +41,13 @@ struct attention_io {
 void attention_lanes_forward_ex(const struct attention_io *io, int B, int Nq, int Nk, int heads, int dh,
                                 int ldq, int ldk, int ldv, float scale, float *ws);
 
+/* attention_lanes32.c: the float32 kernel for causal == 0 with the queries
+ * in the vector lanes (AVX2 and AVX-512 builds; attention_lanes32_ok says
+ * whether this build has it). attention_forward calls it; ws:
+ * attention_lanes32_ws(dh) floats. */
+int attention_lanes32_ok(void);
+size_t attention_lanes32_ws(int dh);
+void attention_lanes32_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                               int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws);
+
 #endif

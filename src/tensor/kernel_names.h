@@ -24,7 +24,7 @@
 #define nn_backend_cpu SD_KNAME(nn_backend_cpu)
 #define nn_backend_cpu_bf16 SD_KNAME(nn_backend_cpu_bf16)
 #define nn_backend_cpu_wide SD_KNAME(nn_backend_cpu_wide)
-/* attention.c, attention_lanes.c */
+/* attention.c, attention_lanes.c, attention_lanes32.c */
 #define attention_forward SD_KNAME(attention_forward)
 #define attention_forward_bf16 SD_KNAME(attention_forward_bf16)
 #define attention_ws SD_KNAME(attention_ws)
@@ -32,6 +32,9 @@
 #define attention_lanes_forward SD_KNAME(attention_lanes_forward)
 #define attention_lanes_forward_ex SD_KNAME(attention_lanes_forward_ex)
 #define attention_lanes_ws SD_KNAME(attention_lanes_ws)
+#define attention_lanes32_forward SD_KNAME(attention_lanes32_forward)
+#define attention_lanes32_ok SD_KNAME(attention_lanes32_ok)
+#define attention_lanes32_ws SD_KNAME(attention_lanes32_ws)
 /* gemm_bf16.c */
 #define gemm_bf16_panel SD_KNAME(gemm_bf16_panel)
 /* winograd.c */

@@ -1,0 +1,308 @@
+/* attention_lanes32.c - float32 attention with the queries in the vector lanes.
+ *
+ * The float32 (and wide) backends' kernel for attention without a causal
+ * mask: every UNet and VAE attention. The transposed problem, as the bf16
+ * kernel in attention_lanes.c:
+ *
+ *   S^T[j][q] = sum_d K[j][d] Q^T[d][q]     (keys in rows, queries in lanes)
+ *   O^T[d][q] += sum_j V[j][d] P^T[j][q]
+ *
+ * Why, against attention.c's row kernel (a query row's scores along a
+ * vector): the softmax runs over keys, which are rows here, so the running
+ * maximum and sum are element-wise vector ops (no horizontal reductions,
+ * no scalar loop per row), the maximum is taken from the score registers
+ * before they are stored, and a head size like SD 1.5's 40 costs no
+ * padding (channels are broadcast scalars, not vector columns: the row
+ * kernel computes 48 or 64 lanes for 40). Keys and values are read where
+ * they lie (rows ldk / ldv apart, broadcast one float at a time), so
+ * nothing is repacked; only a block's queries are transposed, with the
+ * scale folded in.
+ *
+ * One task is (batch, head, block of QB queries), walking the keys in
+ * tiles of KB with the online softmax (running max m and sum l, O^T
+ * rescaled when m grows). Register blocks: AVX-512, 8 keys (or channels)
+ * x 2 zmm of queries (16 sums); AVX2, 6 x 2 ymm (12 sums + 2 operands +
+ * the broadcast in 16 registers). Measured against 8 x 3 zmm and 4 x 3
+ * ymm: as fast on 1024-4096 queries, 1.2-1.5x on SD's 64-256 (fewer
+ * padded lanes in a task of 64 or 32 queries). Below AVX2 attention.c's
+ * plain loops serve (attention_lanes32_ok says which).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tensor/attention.h"
+#include "tensor/vmath.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define L32 1
+#define VW 16 /* floats per vector */
+#define NJ 8  /* keys (scores) or channels (output) per register block */
+typedef __m512 vf;
+#define VLOAD _mm512_load_ps
+#define VSTORE _mm512_store_ps
+#define VSET1 _mm512_set1_ps
+#define VZERO _mm512_setzero_ps
+#define VFMA _mm512_fmadd_ps
+#define VMAX _mm512_max_ps
+#define VMUL _mm512_mul_ps
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VSCALE2(p, n) _mm512_scalef_ps(p, n)
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define L32 1
+#define VW 8
+#define NJ 6
+typedef __m256 vf;
+#define VLOAD _mm256_load_ps
+#define VSTORE _mm256_store_ps
+#define VSET1 _mm256_set1_ps
+#define VZERO _mm256_setzero_ps
+#define VFMA _mm256_fmadd_ps
+#define VMAX _mm256_max_ps
+#define VMUL _mm256_mul_ps
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VSCALE2(p, n) _mm256_mul_ps(p, v8_pow2n(n))
+#endif
+
+#ifdef L32
+#define NQ 2             /* query vectors per register block */
+#define QB (2 * NQ * VW) /* queries per task: two register blocks (64 or 32) */
+#define KB 128          /* keys per tile */
+
+int attention_lanes32_ok(void) { return 1; }
+
+/* Per thread, in floats: scores / probabilities [KB][QB], O^T [dh][QB],
+ * Q^T [dh][QB], m, l, the tile's max, the correction; alignment slack. */
+static size_t thread_floats(int dh)
+{
+    return (size_t)KB * QB + 2 * (size_t)dh * QB + 4 * QB + 16;
+}
+
+size_t attention_lanes32_ws(int dh)
+{
+    return (size_t)omp_get_max_threads() * thread_floats(dh) + 16;
+}
+
+#define L_INLINE static inline __attribute__((always_inline))
+
+/* 2^x for x <= 0 (scores are in base-2 units: the queries carry
+ * scale * log2(e)), to float32 accuracy: 2^n times a degree-6 polynomial
+ * for 2^f, f = x - n in [-0.5, 0.5] (relative error 1.6e-8 before
+ * rounding). Cheaper than v_exp: no range reduction by ln 2, which
+ * matters because the exponentials are a fifth of this kernel's time.
+ * x is clamped at -115: 2^-115, never a subnormal (V_EXP_MIN, vmath.h). */
+L_INLINE vf exp2_neg(vf x)
+{
+    x = VMAX(x, VSET1(-115.0f));
+    vf n = VROUND(x), f = VSUB(x, n);
+    vf p = VSET1(1.5345809515565634e-4f);
+    p = VFMA(p, f, VSET1(1.3399930903688073e-3f));
+    p = VFMA(p, f, VSET1(9.618489071726799e-3f));
+    p = VFMA(p, f, VSET1(5.550328642129898e-2f));
+    p = VFMA(p, f, VSET1(0.24022646248340607f));
+    p = VFMA(p, f, VSET1(0.6931471824645996f));
+    p = VFMA(p, f, VSET1(1.0f));
+    return VSCALE2(p, n);
+}
+
+/* c[r][q] (= or += when acc) sum_i a[i][q] b[r*brs + i*bis], for NR rows r
+ * and the NQ vectors of queries at a and c (rows QB floats apart), over n
+ * terms i. With mx: mx[q] = max(mx[q], c[r][q]) over the NR rows. Scores:
+ * a = Q^T, b = keys (brs = ldk, bis = 1). Output: a = P^T, b = values
+ * (brs = 1, bis = ldv). */
+L_INLINE void lmm(float *c, const float *a, const float *b, int brs, int bis, int n, const int acc,
+                  float *mx, const int NR)
+{
+    vf t[NJ][NQ];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NQ; v++)
+            t[r][v] = acc ? VLOAD(c + (size_t)r * QB + v * VW) : VZERO();
+    for (int i = 0; i < n; i++) {
+        vf av[NQ];
+#pragma GCC unroll 3
+        for (int v = 0; v < NQ; v++) {
+            av[v] = VLOAD(a + (size_t)i * QB + v * VW);
+            /* Held in a register: otherwise the compiler folds the load
+             * into each of the NR multiply-adds, NR times the loads. */
+            __asm__("" : "+x"(av[v]));
+        }
+        const float *bi = b + (size_t)i * bis;
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            vf bb = VSET1(bi[(size_t)r * brs]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NQ; v++)
+                t[r][v] = VFMA(av[v], bb, t[r][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NQ; v++)
+            VSTORE(c + (size_t)r * QB + v * VW, t[r][v]);
+    if (mx)
+#pragma GCC unroll 3
+        for (int v = 0; v < NQ; v++) {
+            vf m = VLOAD(mx + v * VW);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++)
+                m = VMAX(m, t[r][v]);
+            VSTORE(mx + v * VW, m);
+        }
+}
+
+/* lmm with NR = nr (1 .. NJ) made a constant. */
+static void lmm_n(float *c, const float *a, const float *b, int brs, int bis, int n, int acc, float *mx,
+                  int nr)
+{
+#define L_CASE(R)                                                                                 \
+    case R:                                                                                       \
+        if (acc)                                                                                  \
+            lmm(c, a, b, brs, bis, n, 1, mx, R);                                                  \
+        else                                                                                      \
+            lmm(c, a, b, brs, bis, n, 0, mx, R);                                                  \
+        break;
+    switch (nr) {
+        L_CASE(1)
+        L_CASE(2)
+        L_CASE(3)
+        L_CASE(4)
+        L_CASE(5)
+        L_CASE(6)
+#if NJ == 8
+        L_CASE(7)
+        L_CASE(8)
+#endif
+    default: SD_ASSERT(0);
+    }
+#undef L_CASE
+}
+
+struct l32_job {
+    float *out;
+    int ldo;
+    const float *q, *k, *v; /* first query row, the head's first key and value rows */
+    int ldq, ldk, ldv;
+    int rows, Nk, dh;
+    float scale;
+};
+
+static void attend(const struct l32_job *a, float *ws)
+{
+    int dh = a->dh;
+    float *s = ws, *ot = s + (size_t)KB * QB, *qt = ot + (size_t)dh * QB;
+    float *m = qt + (size_t)dh * QB, *l = m + QB, *mx = l + QB, *corr = mx + QB;
+    /* Q^T * scale * log2(e), zero past the block's rows. */
+    float sl = a->scale * 1.44269504088896341f;
+    for (int d = 0; d < dh; d++) {
+        float *qd = qt + (size_t)d * QB;
+        for (int q = 0; q < a->rows; q++)
+            qd[q] = a->q[(size_t)q * a->ldq + d] * sl;
+        for (int q = a->rows; q < QB; q++)
+            qd[q] = 0;
+    }
+    memset(ot, 0, (size_t)dh * QB * sizeof(float));
+    for (int q = 0; q < QB; q++) {
+        m[q] = -INFINITY;
+        l[q] = 0;
+    }
+    for (int k0 = 0; k0 < a->Nk; k0 += KB) {
+        int nk = a->Nk - k0 < KB ? a->Nk - k0 : KB;
+        memcpy(mx, m, QB * sizeof(float));
+        for (int j = 0; j < nk; j += NJ)
+            for (int h = 0; h < QB; h += NQ * VW)
+                lmm_n(s + (size_t)j * QB + h, qt + h, a->k + (size_t)(k0 + j) * a->ldk, a->ldk, 1, dh, 0,
+                      mx + h, nk - j < NJ ? nk - j : NJ);
+        /* mx is the new running max: where it grew, what came before is
+         * scaled by 2^(m_old - m_new) (0 at the first tile, m_old = -inf,
+         * where l and O^T are still 0). */
+        int grew = 0;
+        for (int c = 0; c < QB; c += VW) {
+            vf mo = VLOAD(m + c), mn = VLOAD(mx + c), cr = exp2_neg(VSUB(mo, mn));
+            for (int i = 0; i < VW; i++)
+                grew |= mx[c + i] > m[c + i];
+            VSTORE(corr + c, cr);
+            VSTORE(l + c, VMUL(VLOAD(l + c), cr));
+            VSTORE(m + c, mn);
+        }
+        if (grew && k0 > 0)
+            for (int d = 0; d < dh; d++)
+                for (int c = 0; c < QB; c += VW) {
+                    float *o = ot + (size_t)d * QB + c;
+                    VSTORE(o, VMUL(VLOAD(o), VLOAD(corr + c)));
+                }
+        /* Probabilities in place of the scores; l += their sums. */
+        for (int c = 0; c < QB; c += VW) {
+            vf mc = VLOAD(m + c), sum = VZERO();
+            for (int j = 0; j < nk; j++) {
+                float *sj = s + (size_t)j * QB + c;
+                vf e = exp2_neg(VSUB(VLOAD(sj), mc));
+                VSTORE(sj, e);
+                sum = VADD(sum, e);
+            }
+            VSTORE(l + c, VADD(VLOAD(l + c), sum));
+        }
+        for (int d0 = 0; d0 < dh; d0 += NJ)
+            for (int h = 0; h < QB; h += NQ * VW)
+                lmm_n(ot + (size_t)d0 * QB + h, s + h, a->v + (size_t)k0 * a->ldv + d0, 1, a->ldv, nk, 1,
+                      NULL, dh - d0 < NJ ? dh - d0 : NJ);
+    }
+    for (int q = 0; q < a->rows; q++) {
+        float inv = 1.0f / l[q], *o = a->out + (size_t)q * a->ldo;
+        for (int d = 0; d < dh; d++)
+            o[d] = ot[(size_t)d * QB + q] * inv;
+    }
+}
+
+void attention_lanes32_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                               int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws)
+{
+    int C = heads * dh, nqb = (Nq + QB - 1) / QB;
+    long ntask = (long)B * heads * nqb;
+    size_t tf = thread_floats(dh);
+#pragma omp parallel if ((size_t)B * Nq * Nk * heads >= 32768)
+    {
+        float *w = ws + (size_t)omp_get_thread_num() * tf;
+        w = (float *)(((uintptr_t)w + 63) & ~(uintptr_t)63);
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < ntask; t++) {
+            int qb = t % nqb, h = (t / nqb) % heads, b = t / ((long)nqb * heads), i0 = qb * QB;
+            struct l32_job job = {
+                .out = out + ((size_t)b * Nq + i0) * C + h * dh, .ldo = C,
+                .q = q + ((size_t)b * Nq + i0) * ldq + h * dh, .ldq = ldq,
+                .k = k + (size_t)b * Nk * ldk + h * dh, .ldk = ldk,
+                .v = v + (size_t)b * Nk * ldv + h * dh, .ldv = ldv,
+                .rows = Nq - i0 < QB ? Nq - i0 : QB, .Nk = Nk, .dh = dh, .scale = scale,
+            };
+            attend(&job, w);
+        }
+    }
+}
+
+#else /* below AVX2: attention.c keeps its row kernel */
+
+int attention_lanes32_ok(void) { return 0; }
+
+size_t attention_lanes32_ws(int dh)
+{
+    (void)dh;
+    return 0;
+}
+
+void attention_lanes32_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
+                               int Nk, int heads, int dh, int ldq, int ldk, int ldv, float scale, float *ws)
+{
+    (void)out, (void)q, (void)k, (void)v, (void)B, (void)Nq, (void)Nk, (void)heads, (void)dh;
+    (void)ldq, (void)ldk, (void)ldv, (void)scale, (void)ws;
+    SD_ASSERT(0);
+}
+#endif
