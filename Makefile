@@ -39,7 +39,7 @@ $(BUILD)/obj/src/tensor/%.o: CFLAGS += -ffp-contract=fast
 
 # The compute kernels: compiled once per level, each copy under names of its
 # own (src/tensor/kernel_names.h); src/tensor/kernels.c picks one at start-up.
-KERNEL_SRC := src/tensor/attention.c src/tensor/attention_lanes.c src/tensor/attention_lanes32.c src/tensor/gemm_bf16.c \
+KERNEL_SRC := src/tensor/attention.c src/tensor/attention_lanes.c src/tensor/attention_lanes32.c src/tensor/gemm_bf16.c src/tensor/gemm_f32.c \
               src/tensor/onednn.c src/tensor/ops_cpu.c src/tensor/winograd.c
 ifeq ($(UNAME_M),x86_64)
 KLEVELS := baseline avx2 avx512 avx512bf16

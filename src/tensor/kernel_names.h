@@ -35,6 +35,11 @@
 #define attention_lanes32_forward SD_KNAME(attention_lanes32_forward)
 #define attention_lanes32_ok SD_KNAME(attention_lanes32_ok)
 #define attention_lanes32_ws SD_KNAME(attention_lanes32_ws)
+/* gemm_f32.c */
+#define gemm_f32_free SD_KNAME(gemm_f32_free)
+#define gemm_f32_native SD_KNAME(gemm_f32_native)
+#define gemm_f32_pack SD_KNAME(gemm_f32_pack)
+#define gemm_f32_run SD_KNAME(gemm_f32_run)
 /* gemm_bf16.c */
 #define gemm_bf16_panel SD_KNAME(gemm_bf16_panel)
 /* winograd.c */

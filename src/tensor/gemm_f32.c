@@ -1,0 +1,264 @@
+/* gemm_f32.c - see gemm_f32.h.
+ *
+ * Loop order: the output is cut into tasks of up to MR rows x a group of
+ * column panels, shared out among the threads (dynamic: the last row
+ * block may be short). In a task: slices of KC k; in a slice, blocks of 6
+ * rows of A (6 x KC floats, in L1 across the panels) against each panel's
+ * slice (KC x 2 vectors of weights, 16 KB at AVX2 in float32), 12 vectors
+ * of sums in registers. A task's first slice starts its sums from the bias
+ * (plus C when accumulating); the next slices add to C. The last panel of
+ * a layer whose N is not a multiple of the panel width runs with masked
+ * loads and stores (its padding columns are zero weights).
+ */
+#include "tensor/gemm_f32.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/arena.h"
+#include "tensor/vmath.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define G_NATIVE 1
+#define VW 16
+typedef __m512 vf;
+typedef __m512i vi;
+typedef __mmask16 vmask;
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VLOADM(p, m) _mm512_maskz_loadu_ps(m, p)
+#define VSTOREM(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define VBCAST(p) _mm512_set1_ps(*(p))
+#define VZERO() _mm512_setzero_ps()
+#define VADD _mm512_add_ps
+#define VFMA _mm512_fmadd_ps
+#define ILOAD(p) _mm512_loadu_si512((const void *)(p))
+#define LO16(d) _mm512_castsi512_ps(_mm512_slli_epi32(d, 16))
+#define HI16(d) _mm512_castsi512_ps(_mm512_and_si512(d, _mm512_set1_epi32((int)0xffff0000u)))
+static vmask lane_mask(int n) { return n >= VW ? (vmask)0xffff : n <= 0 ? 0 : (vmask)((1u << n) - 1); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define G_NATIVE 1
+#define VW 8
+typedef __m256 vf;
+typedef __m256i vi;
+typedef __m256i vmask;
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VLOADM(p, m) _mm256_maskload_ps(p, m)
+#define VSTOREM(p, m, v) _mm256_maskstore_ps(p, m, v)
+#define VBCAST(p) _mm256_broadcast_ss(p)
+#define VZERO() _mm256_setzero_ps()
+#define VADD _mm256_add_ps
+#define VFMA _mm256_fmadd_ps
+#define ILOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define LO16(d) _mm256_castsi256_ps(_mm256_slli_epi32(d, 16))
+#define HI16(d) _mm256_castsi256_ps(_mm256_and_si256(d, _mm256_set1_epi32((int)0xffff0000u)))
+static vmask lane_mask(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#else
+#define G_NATIVE 0
+#endif
+
+int gemm_f32_native(void) { return G_NATIVE; }
+
+#if G_NATIVE
+#define PW (2 * VW) /* columns per panel */
+#define NR 6        /* rows per register block */
+#define KC 256      /* k per slice */
+#define MR 96       /* rows per task (a multiple of NR) */
+
+/* Panel p, step k: PW floats, or VW words of bf16 pairs (word j: column
+ * j low, column VW + j high). */
+static size_t panel_elems(int K) { return (size_t)K * PW; }
+
+int gemm_f32_pack(struct gemm_f32 **out, const float *W, const float *bias, int N, int K, int bf16,
+                  struct sd_err *err)
+{
+    *out = NULL;
+    int panels = (N + PW - 1) / PW;
+    size_t elem = bf16 ? 2 : 4, wbytes = (size_t)panels * panel_elems(K) * elem;
+    size_t bbytes = bias ? (size_t)panels * PW * sizeof(float) : 0;
+    struct gemm_f32 *g = calloc(1, sizeof *g);
+    void *p = g ? big_alloc(wbytes + bbytes) : NULL;
+    if (!p) {
+        free(g);
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory packing a %d x %d layer", N, K);
+    }
+    *g = (struct gemm_f32){.magic = GEMM_F32_MAGIC, .N = N, .K = K, .bf16 = bf16, .p = p,
+                           .bytes = wbytes + bbytes, .wbytes = wbytes};
+#pragma omp parallel for schedule(static)
+    for (int pn = 0; pn < panels; pn++)
+        for (int k = 0; k < K; k++) {
+            size_t at = (size_t)pn * panel_elems(K) + (size_t)k * PW;
+            for (int j = 0; j < PW; j++) {
+                int n = pn * PW + j;
+                float w = n < N ? W[(size_t)n * K + k] : 0.0f;
+                if (bf16)
+                    ((uint16_t *)p)[at + 2 * (j % VW) + j / VW] = bf16_round(w);
+                else
+                    ((float *)p)[at + j] = w;
+            }
+        }
+    if (bias) {
+        g->bias = (float *)((char *)p + wbytes);
+        for (int n = 0; n < panels * PW; n++)
+            g->bias[n] = n < N ? bias[n] : 0.0f;
+    }
+    *out = g;
+    return SD_OK;
+}
+
+#define G_INLINE static inline __attribute__((always_inline))
+
+enum { FROM_C, FROM_BIAS, FROM_C_AND_BIAS };
+
+/* C[0..R, 0..PW) = sums over k < K of A[r][k] P[k][..], started from
+ * init (C, the bias, or both). R, BF16 and TAIL are constants at every
+ * call (always_inline + literal arguments), so the 2R sums stay in
+ * registers. TAIL: only the lanes m0, m1 of C exist. */
+G_INLINE void tile(int K, const float *A, size_t lda, const void *P, float *C, size_t ldc, int init,
+                   const float *bias, vmask m0, vmask m1, const int R, const int BF16, const int TAIL)
+{
+    vf c0[NR], c1[NR];
+    vf b0 = bias ? VLOAD(bias) : VZERO(), b1 = bias ? VLOAD(bias + VW) : VZERO();
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+        if (init == FROM_BIAS) {
+            c0[r] = b0;
+            c1[r] = b1;
+        } else {
+            c0[r] = TAIL ? VLOADM(C + r * ldc, m0) : VLOAD(C + r * ldc);
+            c1[r] = TAIL ? VLOADM(C + r * ldc + VW, m1) : VLOAD(C + r * ldc + VW);
+            if (init == FROM_C_AND_BIAS) {
+                c0[r] = VADD(c0[r], b0);
+                c1[r] = VADD(c1[r], b1);
+            }
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        vf w0, w1;
+        if (BF16) {
+            vi d = ILOAD((const uint32_t *)P + (size_t)k * VW);
+            w0 = LO16(d);
+            w1 = HI16(d);
+        } else {
+            w0 = VLOAD((const float *)P + (size_t)k * PW);
+            w1 = VLOAD((const float *)P + (size_t)k * PW + VW);
+        }
+        /* Held in registers: otherwise the compiler folds the loads into
+         * each row's multiply-add, R times the loads (and the widening). */
+        __asm__("" : "+x"(w0), "+x"(w1));
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            vf a = VBCAST(A + r * lda + k);
+            c0[r] = VFMA(a, w0, c0[r]);
+            c1[r] = VFMA(a, w1, c1[r]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+        if (TAIL) {
+            VSTOREM(C + r * ldc, m0, c0[r]);
+            VSTOREM(C + r * ldc + VW, m1, c1[r]);
+        } else {
+            VSTORE(C + r * ldc, c0[r]);
+            VSTORE(C + r * ldc + VW, c1[r]);
+        }
+    }
+}
+
+/* tile with its constants picked from the run-time values. */
+static void tile_any(int K, const float *A, size_t lda, const void *P, float *C, size_t ldc, int init,
+                     const float *bias, int w, int rows, int bf16)
+{
+    int tail = w < PW;
+    vmask m0 = lane_mask(w), m1 = lane_mask(w - VW);
+#define T_CASE(R)                                                                                 \
+    case R:                                                                                       \
+        if (bf16 && tail)                                                                         \
+            tile(K, A, lda, P, C, ldc, init, bias, m0, m1, R, 1, 1);                              \
+        else if (bf16)                                                                            \
+            tile(K, A, lda, P, C, ldc, init, bias, m0, m1, R, 1, 0);                              \
+        else if (tail)                                                                            \
+            tile(K, A, lda, P, C, ldc, init, bias, m0, m1, R, 0, 1);                              \
+        else                                                                                      \
+            tile(K, A, lda, P, C, ldc, init, bias, m0, m1, R, 0, 0);                              \
+        break;
+    switch (rows) {
+        T_CASE(1)
+        T_CASE(2)
+        T_CASE(3)
+        T_CASE(4)
+        T_CASE(5)
+        T_CASE(6)
+    default: SD_ASSERT(0);
+    }
+#undef T_CASE
+}
+
+void gemm_f32_run(const struct gemm_f32 *g, int M, const float *A, size_t lda, float *C, size_t ldc,
+                  int accumulate)
+{
+    int N = g->N, K = g->K, panels = (N + PW - 1) / PW, threads = omp_get_max_threads();
+    size_t elem = g->bf16 ? 2 : 4;
+    /* Tasks: row blocks of MR x groups of panels (at most 256 columns
+     * each, and enough groups for 4 tasks per thread when rows are few). */
+    int nmb = (M + MR - 1) / MR, groups = (panels * PW + 255) / 256;
+    if (nmb * groups < 4 * threads)
+        groups = (4 * threads + nmb - 1) / nmb;
+    if (groups > panels)
+        groups = panels;
+    int gp = (panels + groups - 1) / groups; /* panels per group */
+    groups = (panels + gp - 1) / gp;
+    long ntask = (long)nmb * groups;
+    int first = accumulate ? FROM_C_AND_BIAS : FROM_BIAS;
+#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && 2.0 * M * N * K > 4e6)
+    for (long t = 0; t < ntask; t++) {
+        int m0 = (int)(t / groups) * MR, p0 = (int)(t % groups) * gp;
+        int m1 = m0 + MR < M ? m0 + MR : M, p1 = p0 + gp < panels ? p0 + gp : panels;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC;
+            for (int m = m0; m < m1; m += NR) {
+                int rows = m1 - m < NR ? m1 - m : NR;
+                for (int pn = p0; pn < p1; pn++) {
+                    int n = pn * PW, w = N - n < PW ? N - n : PW;
+                    const char *pp = (const char *)g->p + ((size_t)pn * panel_elems(K) + (size_t)k0 * PW) * elem;
+                    tile_any(kc, A + (size_t)m * lda + k0, lda, pp, C + (size_t)m * ldc + n, ldc,
+                             k0 == 0 ? first : FROM_C, g->bias ? g->bias + n : NULL, w, rows, g->bf16);
+                }
+            }
+        }
+    }
+}
+
+#else /* below AVX2: callers keep oneDNN (gemm_f32_native() == 0) */
+
+int gemm_f32_pack(struct gemm_f32 **out, const float *W, const float *bias, int N, int K, int bf16,
+                  struct sd_err *err)
+{
+    (void)W, (void)bias, (void)N, (void)K, (void)bf16;
+    *out = NULL;
+    return sd_errf(err, SD_ERR_INTERNAL, "no packed float32 kernels at this level");
+}
+
+void gemm_f32_run(const struct gemm_f32 *g, int M, const float *A, size_t lda, float *C, size_t ldc,
+                  int accumulate)
+{
+    (void)g, (void)M, (void)A, (void)lda, (void)C, (void)ldc, (void)accumulate;
+    SD_ASSERT(0);
+}
+#endif
+
+void gemm_f32_free(struct gemm_f32 **g)
+{
+    if (!*g)
+        return;
+    big_free((*g)->p, (*g)->bytes);
+    free(*g);
+    *g = NULL;
+}

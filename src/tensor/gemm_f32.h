@@ -1,0 +1,64 @@
+/* gemm_f32.h - float32 linear layers on weights packed once, at load.
+ *
+ *   C[M, N] = A[M, K] W^T + bias      (or C += that, when accumulating)
+ *
+ * A, C and the sums float32; W [N, K] (a linear layer's [out, in]) packed
+ * into column panels of two vectors of columns (32 with AVX-512, 16 with
+ * AVX2), k after k, either as float32 or rounded to bf16 and stored as
+ * pairs (one 32-bit word holds a column of the first vector in its low
+ * half and the same lane's column of the second in its high half), which the kernel
+ * widens in registers by one shift or one AND: a bf16 value is a
+ * float32's high half, so the products are exact float32 ones on the
+ * rounded weights, and the weights never exist in float32 (the wide
+ * backend, widen.h, without its shared scratch).
+ *
+ * Why our own: oneDNN 2.6's float32 products at the avx2 level ran the
+ * UNet's linear layers at 69-75% of the FMA ceiling, and bf16 weights
+ * have to be widened into a float32 copy for oneDNN; this kernel (6 rows
+ * x 2 vectors of sums in registers, A read in place, the weights' slice in
+ * L1) runs both at 90-97% on SD's shapes (docs/engine.md).
+ *
+ * Register blocks per level: AVX-512 6 x 32 columns, AVX2 6 x 16. Below
+ * AVX2 gemm_f32_native() is 0 and nothing here may be called (callers
+ * keep oneDNN). A packed layer belongs to the level that packed it.
+ * gemm_f32_run shares the work out among the OpenMP threads itself.
+ */
+#ifndef SD_GEMM_F32_H
+#define SD_GEMM_F32_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+/* Whether this level has the kernels (AVX2 and above). */
+int gemm_f32_native(void);
+
+/* A packed layer; the first member tells it from other layer states. */
+#define GEMM_F32_MAGIC 0x47656d6du
+struct gemm_f32 {
+    uint32_t magic;
+    int N, K, bf16;
+    float *bias;   /* [N] copy (padded to whole panels), or NULL */
+    void *p;       /* the panels, then the bias */
+    size_t bytes;  /* of p */
+    size_t wbytes; /* of its panels (the weights held, as layer_bytes counts) */
+};
+
+static inline int gemm_f32_owns(const void *state)
+{
+    return state && ((const struct gemm_f32 *)state)->magic == GEMM_F32_MAGIC;
+}
+
+/* Pack W [N, K] (row n at W + n * K) and bias [N] (or NULL), as float32 or,
+ * when bf16, rounded to bf16. *out owns what it holds; gemm_f32_free. */
+int gemm_f32_pack(struct gemm_f32 **out, const float *W, const float *bias, int N, int K, int bf16,
+                  struct sd_err *err);
+void gemm_f32_free(struct gemm_f32 **g);
+
+/* C = A W^T + bias, or C += that when accumulate; A rows lda floats apart,
+ * C rows ldc apart. */
+void gemm_f32_run(const struct gemm_f32 *g, int M, const float *A, size_t lda, float *C, size_t ldc,
+                  int accumulate);
+
+#endif
