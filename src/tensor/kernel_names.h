@@ -39,7 +39,10 @@
 #define gemm_f32_free SD_KNAME(gemm_f32_free)
 #define gemm_f32_native SD_KNAME(gemm_f32_native)
 #define gemm_f32_pack SD_KNAME(gemm_f32_pack)
+#define gemm_f32_pack_batch SD_KNAME(gemm_f32_pack_batch)
 #define gemm_f32_run SD_KNAME(gemm_f32_run)
+#define gemm_f32_run_batch SD_KNAME(gemm_f32_run_batch)
+#define gemm_f32_wanted SD_KNAME(gemm_f32_wanted)
 /* gemm_bf16.c */
 #define gemm_bf16_panel SD_KNAME(gemm_bf16_panel)
 /* winograd.c */

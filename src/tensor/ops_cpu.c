@@ -461,25 +461,9 @@ static void layer_release(void **be_state)
         onednn_layer_release(be_state);
 }
 
-/* Linear layers on our packed kernel (gemm_f32.h) where the level has it:
- * float32 layers at the avx2 level (oneDNN's avx2 products ran at 69-75%
- * of the ceiling, ours 90-97%; from avx512 on oneDNN's are as fast) and
- * every layer of the wide backend (bf16 weights widened in registers
- * instead of into a scratch). DIFFUSIOND_GEMM=onednn keeps oneDNN (for
- * comparisons and the tests of both). */
-static int own_gemm(int wide)
-{
-    if (!gemm_f32_native())
-        return 0;
-    const char *e = getenv("DIFFUSIOND_GEMM");
-    if (e && !strcmp(e, "onednn"))
-        return 0;
-#ifdef __AVX512F__
-    return wide;
-#else
-    return 1;
-#endif
-}
+/* Linear layers on our packed kernel (gemm_f32.h) where it pays:
+ * gemm_f32_wanted says which. */
+static int own_gemm(int wide) { return gemm_f32_wanted(wide); }
 
 static int linear_pack(struct nn_linear *l, int bf16, struct sd_err *err)
 {
@@ -601,8 +585,103 @@ static int split_make(void **state, int n, int nc, int conv, struct split **out,
     return SD_OK;
 }
 
+/* Direct convolutions whose float32 weights are over PACK_CONV_BYTES (SD
+ * 1.5's innermost 1280-channel levels: 59-118 MB, the 1x1 projections of
+ * 1280 channels, strided downsamples of 640 and more) run on gemm_f32
+ * with their weights packed in bf16 pairs: an implicit GEMM over the
+ * output pixels (rows: pixels, k: the k x k taps' input channels), the
+ * input gathered into ws (im2col) in chunks of at most IM2COL_BYTES; a
+ * 1x1 stride-1 convolution reads its input in place. These layers see few
+ * pixels per weight (32 output pixels per 1280 x 1280 x 9 weights at 4x4,
+ * batch 2) and are bound by reading their weights: widening them into a
+ * float32 copy first (read 2 bytes, write 4, read 4 again per weight)
+ * cost 0.2-0.4 s of a 1.5 s step; in registers they read 2. Smaller ones
+ * keep the widening (their copy stays in cache). */
+#define PACK_CONV_BYTES (4u << 20)
+#define IM2COL_BYTES (16u << 20)
+
+static int conv_pack_pays(const struct nn_conv2d *l)
+{
+    return own_gemm(1) && !winograd_eligible(l, 2) && l->cout >= 32 &&
+           (size_t)l->cin * l->cout * l->k * l->k * sizeof(float) >= PACK_CONV_BYTES;
+}
+
+/* Weights [cout, cin, k, k] -> rows [cout][(ky * k + kx) * cin + ci] (the
+ * im2col order: each tap's channels side by side), then packed. */
+static int conv_pack(struct nn_conv2d *l, struct sd_err *err)
+{
+    int K = l->cin * l->k * l->k, kk = l->k * l->k;
+    float *t = malloc((size_t)l->cout * K * sizeof(float));
+    if (!t)
+        return sd_errf(err, SD_ERR_NOMEM, "out of memory packing a %d -> %d convolution", l->cin, l->cout);
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < l->cout; co++)
+        for (int ci = 0; ci < l->cin; ci++)
+            for (int tap = 0; tap < kk; tap++)
+                t[(size_t)co * K + (size_t)tap * l->cin + ci] = l->w[((size_t)co * l->cin + ci) * kk + tap];
+    struct gemm_f32 *g;
+    int rc = gemm_f32_pack(&g, t, l->b, l->cout, K, 1, err);
+    free(t);
+    if (!rc)
+        l->be_state = g;
+    return rc;
+}
+
+static int conv_in_place(const struct nn_conv2d *l)
+{
+    return l->k == 1 && l->stride == 1 && l->pad_lo == 0 && l->pad_hi == 0;
+}
+
+/* Output pixels per im2col chunk (all of them when they fit). */
+static int im2col_rows(const struct nn_conv2d *l, int rows)
+{
+    size_t row = (size_t)l->cin * l->k * l->k * sizeof(float), cap = IM2COL_BYTES / row;
+    cap = cap < 6 ? 6 : cap;
+    return rows < (int)cap ? rows : (int)cap;
+}
+
+static size_t conv_ws_packed(const struct nn_conv2d *l, int B, int H, int W)
+{
+    if (conv_in_place(l))
+        return 0;
+    int rows = B * nn_conv2d_out_size(l, H) * nn_conv2d_out_size(l, W);
+    return (size_t)im2col_rows(l, rows) * l->cin * l->k * l->k;
+}
+
+static void conv_run_packed(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
+                            int accumulate, float *ws)
+{
+    int OH = nn_conv2d_out_size(l, H), OW = nn_conv2d_out_size(l, W), rows = B * OH * OW;
+    if (conv_in_place(l)) {
+        gemm_f32_run(l->be_state, rows, in, (size_t)l->cin, out, (size_t)l->cout, accumulate);
+        return;
+    }
+    int cin = l->cin, k = l->k, K = cin * k * k, chunk = im2col_rows(l, rows);
+    for (int r0 = 0; r0 < rows; r0 += chunk) {
+        int nr = rows - r0 < chunk ? rows - r0 : chunk;
+#pragma omp parallel for schedule(static) if ((size_t)nr * K >= PAR_MIN)
+        for (int r = 0; r < nr; r++) {
+            int p = r0 + r, b = p / (OH * OW), oy = p / OW % OH, ox = p % OW;
+            float *a = ws + (size_t)r * K;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    int iy = oy * l->stride - l->pad_lo + ky, ix = ox * l->stride - l->pad_lo + kx;
+                    float *dst = a + (size_t)(ky * k + kx) * cin;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                        memset(dst, 0, sizeof(float) * cin);
+                    else
+                        memcpy(dst, in + (((size_t)b * H + iy) * W + ix) * cin, sizeof(float) * cin);
+                }
+        }
+        gemm_f32_run(l->be_state, nr, ws, (size_t)K, out + (size_t)r0 * l->cout, (size_t)l->cout,
+                     accumulate);
+    }
+}
+
 static int conv_prepare_wide(struct nn_conv2d *l, struct sd_err *err)
 {
+    if (conv_pack_pays(l))
+        return conv_pack(l, err);
     int nc = winograd_eligible(l, 2) ? 0 : split_cols(l->cout, (size_t)l->cin * l->k * l->k * sizeof(float));
     if (!nc)
         return conv_prepare(l, 2, err);
@@ -660,6 +739,8 @@ static void split_store(float *out, int ldo, int c0, const float *piece, int nc,
 
 static int conv_plan_wide(struct nn_conv2d *l, int B, int H, int W, int accumulate, struct sd_err *err)
 {
+    if (gemm_f32_owns(l->be_state))
+        return SD_OK;
     if (!split_owns(l->be_state))
         return conv_plan(l, B, H, W, accumulate, err);
     struct split *sp = l->be_state;
@@ -671,6 +752,8 @@ static int conv_plan_wide(struct nn_conv2d *l, int B, int H, int W, int accumula
 
 static size_t conv_ws_wide(const struct nn_conv2d *l, int B, int H, int W)
 {
+    if (gemm_f32_owns(l->be_state))
+        return conv_ws_packed(l, B, H, W);
     if (!split_owns(l->be_state))
         return conv_ws(l, B, H, W);
     const struct split *sp = l->be_state;
@@ -680,6 +763,10 @@ static size_t conv_ws_wide(const struct nn_conv2d *l, int B, int H, int W)
 static void conv_run_wide(const struct nn_conv2d *l, const float *in, float *out, int B, int H, int W,
                           int accumulate, float *ws)
 {
+    if (gemm_f32_owns(l->be_state)) {
+        conv_run_packed(l, in, out, B, H, W, accumulate, ws);
+        return;
+    }
     if (!split_owns(l->be_state)) {
         conv_run(l, in, out, B, H, W, accumulate, ws);
         return;

@@ -16,6 +16,7 @@
 
 #include "tensor/arena.h"
 #include "tensor/gemm_bf16.h"
+#include "tensor/gemm_f32.h"
 #include "tensor/onednn.h"
 #include "tensor/vmath.h"
 #include "tensor/widen.h"
@@ -67,6 +68,7 @@ struct wino_layer {
     int wide; /* float32 products, u held in bf16 and widened per run (widen.h) */
     void *u; /* [16][cin][cout], f32 or bf16 (packed by gemm_bf16_index when own_gemm), owned */
     size_t u_bytes;
+    struct gemm_f32 *packed; /* or U's 16 planes packed for gemm_f32 (u NULL), owned */
     int n;
     struct wino_shape s[MAX_SHAPES];
 };
@@ -133,11 +135,15 @@ int winograd_owns(const void *be_state)
     return be_state && ((const struct wino_layer *)be_state)->magic == WINO_MAGIC;
 }
 
+/* Packed for gemm_f32 (widened in registers, no scratch) where the level
+ * has it: the wide mode's planes. */
+static int packed_mode(int mode) { return mode == 2 && gemm_f32_wanted(1); }
+
 /* U = G g G^T for every (co, ci); G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. */
 int winograd_prepare(struct nn_conv2d *l, int mode, struct sd_err *err)
 {
-    int bf16 = mode == 1, wide = mode == 2;
-    if (wide) { /* one plane at a time */
+    int bf16 = mode == 1, wide = mode == 2, packed = packed_mode(mode);
+    if (wide && !packed) { /* one plane at a time */
         int rc = widen_reserve((size_t)l->cin * l->cout, err);
         if (rc)
             return rc;
@@ -148,7 +154,8 @@ int winograd_prepare(struct nn_conv2d *l, int mode, struct sd_err *err)
     st->magic = WINO_MAGIC;
     st->bf16 = bf16;
     st->wide = wide;
-    st->u_bytes = (size_t)16 * l->cin * l->cout * (bf16 || wide ? 2 : 4);
+    /* packed: U in float32 first, then packed (and rounded) plane by plane */
+    st->u_bytes = (size_t)16 * l->cin * l->cout * (!packed && (bf16 || wide) ? 2 : 4);
     if (!(st->u = big_alloc(st->u_bytes))) {
         free(st);
         return sd_errf(err, SD_ERR_NOMEM, "out of memory preparing weights");
@@ -181,12 +188,23 @@ int winograd_prepare(struct nn_conv2d *l, int mode, struct sd_err *err)
                     if (own_gemm(st))
                         uh[(size_t)x * cin * cout + gemm_bf16_index(cin, cout, ci, co)] =
                             bf16_round(u[x / 4][x % 4]);
-                    else if (bf16 || wide)
+                    else if (!packed && (bf16 || wide))
                         uh[at] = bf16_round(u[x / 4][x % 4]);
                     else
                         uf[at] = u[x / 4][x % 4];
                 }
             }
+    if (packed) { /* plane x's element (n = co, k = ci) at x * cin * cout + ci * cout + co */
+        int rc = gemm_f32_pack_batch(&st->packed, 16, uf, (size_t)cin * cout, 1, (size_t)cout, cout, cin,
+                                     wide, err);
+        big_free(st->u, st->u_bytes);
+        st->u = NULL;
+        if (rc) {
+            free(st);
+            return rc;
+        }
+        st->u_bytes = st->packed->wbytes;
+    }
     l->be_state = st;
     return SD_OK;
 }
@@ -259,7 +277,7 @@ int winograd_plan(struct nn_conv2d *l, int B, int H, int W, int accumulate, stru
     }
     struct wino_shape *s = &st->s[st->n];
     *s = (struct wino_shape){B, H, W, chunk_tiles(l, n_tiles(B, H, W), st->bf16), NULL, 0};
-    if (own_gemm(st)) {
+    if (own_gemm(st) || st->packed) {
         st->n++;
         return SD_OK;
     }
@@ -388,8 +406,11 @@ static void run(const struct nn_conv2d *l, const void *in, int in16, float *out,
     for (int t0 = 0; t0 < T; t0 += s->chunk) {
         int nt = T - t0 < s->chunk ? T - t0 : s->chunk;
         input_transform(l->cin, in, in16, H, W, t0, nt, vp, V, st->bf16);
-        if (own_gemm(st)) {
-            products_bf16(l, nt, V, vp, st->u, M, mp);
+        if (own_gemm(st) || st->packed) {
+            if (st->packed) /* M[x] = V[x] U[x] */
+                gemm_f32_run_batch(st->packed, nt, V, vp, (size_t)l->cin, M, mp, (size_t)l->cout, 0);
+            else
+                products_bf16(l, nt, V, vp, st->u, M, mp);
             output_transform(l->cout, l->b, M, out, H, W, t0, nt, mp, accumulate);
             continue;
         }
@@ -437,7 +458,10 @@ void winograd_release(void **be_state)
     struct wino_layer *st = *be_state;
     for (int i = 0; i < st->n; i++)
         onednn_bmm_free(st->s[i].bmm);
-    big_free(st->u, st->u_bytes);
+    if (st->packed)
+        gemm_f32_free(&st->packed);
+    else
+        big_free(st->u, st->u_bytes);
     free(st);
     *be_state = NULL;
 }

@@ -296,14 +296,50 @@ TEST(ops_wide)
         CHECK_MSG(dd < 1e-5, "wide %s in pieces: %g", conv ? "convolution" : "linear", dd);
         free(ww), free(wwr), free(bb), free(in), free(o0), free(o1), free(r);
     }
+
+    /* From avx2 on, direct convolutions over 4 MB of float32 weights run
+     * on gemm_f32 (packed bf16): the 3x3 above; here a 1x1 read in place
+     * whose 1000 output channels end in a partial panel, and a strided 3x3
+     * whose 288 output pixels take two chunks of the input gathered
+     * (16 MB / 73 KB per pixel), accumulating. */
+    struct {
+        int B, H, cin, cout, k, stride, pad, acc;
+    } pc[2] = {{2, 4, 1280, 1000, 1, 1, 0, 0}, {2, 24, 2048, 64, 3, 2, 1, 1}};
+    for (int t = 0; t < 2; t++) {
+        struct nn_conv2d cl = {pc[t].cin, pc[t].cout, pc[t].k, pc[t].stride, pc[t].pad, pc[t].pad, NULL, NULL, NULL, 0};
+        size_t n = (size_t)cl.cout * cl.cin * cl.k * cl.k;
+        int oh = nn_conv2d_out_size(&cl, pc[t].H);
+        size_t no = (size_t)pc[t].B * oh * oh * cl.cout;
+        float *ww = rand_buf(n, 0.02f), *wwr = malloc(n * 4), *bb = rand_buf(cl.cout, 1);
+        for (size_t i = 0; i < n; i++)
+            wwr[i] = bf16_to_f32(bf16_round(ww[i]));
+        float *in = rand_buf((size_t)pc[t].B * pc[t].H * pc[t].H * cl.cin, 1), *o0 = malloc(no * 4);
+        float *o1 = rand_buf(no, 1), *r = malloc(no * 4);
+        memcpy(r, o1, no * 4);
+        cl.b = bb;
+        cl.w = wwr;
+        nn_backend_ref.conv2d(&cl, in, o0, pc[t].B, pc[t].H, pc[t].H, 0, NULL);
+        cl.w = ww;
+        CHECK(nn_backend_cpu_wide.conv2d_prepare(&cl, &err) == SD_OK);
+        CHECK(nn_backend_cpu_wide.layer_bytes(cl.be_state) <= (n + 64 * (size_t)cl.cin * cl.k * cl.k) * 2);
+        fast_conv(&nn_backend_cpu_wide, &cl, in, o1, pc[t].B, pc[t].H, pc[t].H, pc[t].acc);
+        nn_backend_cpu_wide.layer_release(&cl.be_state);
+        if (pc[t].acc)
+            for (size_t i = 0; i < no; i++)
+                o1[i] -= r[i];
+        double dd = rel_diff(o1, o0, no);
+        CHECK_MSG(dd < 1e-5, "wide %dx%d conv %d -> %d stride %d: %g", cl.k, cl.k, cl.cin, cl.cout, cl.stride, dd);
+        free(ww), free(wwr), free(bb), free(in), free(o0), free(o1), free(r);
+    }
 }
 
 /* Linear layers on every fast backend against the reference: rows that
  * leave 1-5 of a 6-row block, one row, several tasks; bias or not;
- * accumulating or not; and (second shape) k over two slices of 256 with a
- * tail and columns that end in a partial panel. Where the level has our
- * packed kernel (gemm_f32.h: float32 at avx2, the wide backend from avx2
- * on) once on it and once on oneDNN (DIFFUSIOND_GEMM=onednn). */
+ * accumulating or not; and (second shape) k over two slices (2151 +
+ * 2150: the second adds to C) and columns that end in a partial panel.
+ * Where the level has our packed kernel (gemm_f32.h: float32 at avx2, the
+ * wide backend from avx2 on) once on it and once on oneDNN
+ * (DIFFUSIOND_GEMM=onednn). */
 static void check_linear(int K, int N)
 {
     float *w = rand_buf((size_t)N * K, 0.3f), *b = rand_buf(N, 1), *x = rand_buf((size_t)300 * K, 1);
@@ -347,7 +383,7 @@ static void check_linear(int K, int N)
 TEST(ops_linear)
 {
     check_linear(48, 96);
-    check_linear(600, 100);
+    check_linear(4301, 100);
 }
 
 /* The bf16 backend's fused LayerNorm -> linear and GEGLU -> linear against
