@@ -187,6 +187,69 @@ static void lmm_n(float *c, const float *a, const float *b, int brs, int bis, in
 #undef L_CASE
 }
 
+/* In-place transpose of an 8 x 8 block held as 8 rows of 8 floats. */
+L_INLINE void tr8(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* qt[d][q] = q[q][d] * sl for q < rows, d < dh (rows QB floats apart in qt,
+ * ldq apart in q); whole 8 x 8 blocks by tr8, the edges one by one. */
+static void load_qt(float *qt, const float *q, int ldq, int rows, int dh, float sl)
+{
+    int r8 = rows & ~7, d8 = dh & ~7;
+    __m256 vs = _mm256_set1_ps(sl);
+    for (int q0 = 0; q0 < r8; q0 += 8)
+        for (int d0 = 0; d0 < d8; d0 += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_ps(q + (size_t)(q0 + i) * ldq + d0);
+            tr8(r);
+            for (int i = 0; i < 8; i++)
+                _mm256_storeu_ps(qt + (size_t)(d0 + i) * QB + q0, _mm256_mul_ps(r[i], vs));
+        }
+    for (int d = 0; d < dh; d++) {
+        float *qd = qt + (size_t)d * QB;
+        for (int i = d < d8 ? r8 : 0; i < rows; i++)
+            qd[i] = q[(size_t)i * ldq + d] * sl;
+        for (int i = rows; i < QB; i++)
+            qd[i] = 0;
+    }
+}
+
+/* o[q][d] = ot[d][q] * inv[q] for q < rows, d < dh (the reverse of load_qt). */
+static void store_out(float *o, int ldo, const float *ot, const float *inv, int rows, int dh)
+{
+    int r8 = rows & ~7, d8 = dh & ~7;
+    for (int q0 = 0; q0 < r8; q0 += 8)
+        for (int d0 = 0; d0 < d8; d0 += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_ps(ot + (size_t)(d0 + i) * QB + q0);
+            tr8(r);
+            for (int i = 0; i < 8; i++)
+                _mm256_storeu_ps(o + (size_t)(q0 + i) * ldo + d0, _mm256_mul_ps(r[i], _mm256_set1_ps(inv[q0 + i])));
+        }
+    for (int i = 0; i < rows; i++)
+        for (int d = i < r8 ? d8 : 0; d < dh; d++)
+            o[(size_t)i * ldo + d] = ot[(size_t)d * QB + i] * inv[i];
+}
+
 struct l32_job {
     float *out;
     int ldo;
@@ -203,13 +266,7 @@ static void attend(const struct l32_job *a, float *ws)
     float *m = qt + (size_t)dh * QB, *l = m + QB, *mx = l + QB, *corr = mx + QB;
     /* Q^T * scale * log2(e), zero past the block's rows. */
     float sl = a->scale * 1.44269504088896341f;
-    for (int d = 0; d < dh; d++) {
-        float *qd = qt + (size_t)d * QB;
-        for (int q = 0; q < a->rows; q++)
-            qd[q] = a->q[(size_t)q * a->ldq + d] * sl;
-        for (int q = a->rows; q < QB; q++)
-            qd[q] = 0;
-    }
+    load_qt(qt, a->q, a->ldq, a->rows, dh, sl);
     memset(ot, 0, (size_t)dh * QB * sizeof(float));
     for (int q = 0; q < QB; q++) {
         m[q] = -INFINITY;
@@ -256,11 +313,9 @@ static void attend(const struct l32_job *a, float *ws)
                 lmm_n(ot + (size_t)d0 * QB + h, s + h, a->v + (size_t)k0 * a->ldv + d0, 1, a->ldv, nk, 1,
                       NULL, dh - d0 < NJ ? dh - d0 : NJ);
     }
-    for (int q = 0; q < a->rows; q++) {
-        float inv = 1.0f / l[q], *o = a->out + (size_t)q * a->ldo;
-        for (int d = 0; d < dh; d++)
-            o[d] = ot[(size_t)d * QB + q] * inv;
-    }
+    for (int q = 0; q < a->rows; q++)
+        corr[q] = 1.0f / l[q]; /* (corr is free again) */
+    store_out(a->out, a->ldo, ot, corr, a->rows, dh);
 }
 
 void attention_lanes32_forward(float *out, const float *q, const float *k, const float *v, int B, int Nq,
