@@ -126,6 +126,9 @@ L_INLINE void lmm(float *c, const float *a, const float *b, int brs, int bis, in
 #pragma GCC unroll 3
         for (int v = 0; v < NQ; v++)
             t[r][v] = acc ? VLOAD(c + (size_t)r * QB + v * VW) : VZERO();
+    /* Unrolled: 3-7% faster at AVX2 on the 256-4096-token shapes (one
+     * thread, interleaved A/B), as fast at AVX-512. */
+#pragma GCC unroll 4
     for (int i = 0; i < n; i++) {
         vf av[NQ];
 #pragma GCC unroll 3
