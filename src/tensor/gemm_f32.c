@@ -87,12 +87,10 @@ int gemm_f32_wanted(int bf16_weights)
 }
 
 #if G_NATIVE
-#ifndef NV
 #if VW == 16
 #define NV 4 /* vectors of columns per panel: 6 x 4 sums + 4 weights of 32 registers */
 #else
 #define NV 2 /* 6 x 2 sums + 2 weights + 1 broadcast of 16 registers */
-#endif
 #endif
 #define PW (NV * VW)  /* columns per panel */
 #define NR 6          /* rows per register block */
