@@ -72,8 +72,6 @@ static vmask lane_mask(int n)
 #define G_NATIVE 0
 #endif
 
-int gemm_f32_native(void) { return G_NATIVE; }
-
 int gemm_f32_wanted(int bf16_weights)
 {
     const char *e = getenv("DIFFUSIOND_GEMM");
@@ -292,7 +290,7 @@ void gemm_f32_run(const struct gemm_f32 *g, int M, const float *A, size_t lda, f
     gemm_f32_run_batch(g, M, A, 0, lda, C, 0, ldc, accumulate);
 }
 
-#else /* below AVX2: callers keep oneDNN (gemm_f32_native() == 0) */
+#else /* below AVX2: callers keep oneDNN (gemm_f32_wanted() == 0) */
 
 int gemm_f32_pack(struct gemm_f32 **out, const float *W, const float *bias, int N, int K, int bf16,
                   struct sd_err *err)

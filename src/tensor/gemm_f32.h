@@ -20,7 +20,7 @@
  * as fast as oneDNN's float32 on float32 weights.
  *
  * Register blocks per level: AVX-512 6 rows x 64 columns, AVX2 6 x 16. Below
- * AVX2 gemm_f32_native() is 0 and nothing here may be called (callers
+ * AVX2 gemm_f32_wanted() is 0 and nothing here may be called (callers
  * keep oneDNN). A packed layer belongs to the level that packed it.
  * gemm_f32_run shares the work out among the OpenMP threads itself.
  */
@@ -32,12 +32,11 @@
 
 #include "util/err.h"
 
-/* Whether this level has the kernels (AVX2 and above). */
-int gemm_f32_native(void);
-/* Whether layers should use them: the wide backend's (bf16 weights) from
- * avx2 on; float32 ones at the avx2 level only, where oneDNN 2.6's
- * products are slower (from avx512 on oneDNN's are as fast). 0 when
- * DIFFUSIOND_GEMM=onednn (comparisons, tests of both). */
+/* Whether layers should use these kernels (which exist from AVX2 on):
+ * the wide backend's (bf16 weights) from avx2 on; float32 ones at the
+ * avx2 level only, where oneDNN 2.6's products are slower (from avx512 on
+ * oneDNN's are as fast). 0 below AVX2 and when DIFFUSIOND_GEMM=onednn
+ * (comparisons, tests of both). */
 int gemm_f32_wanted(int bf16_weights);
 
 /* A packed layer; the first member tells it from other layer states. */

@@ -37,7 +37,6 @@
 #define attention_lanes32_ws SD_KNAME(attention_lanes32_ws)
 /* gemm_f32.c */
 #define gemm_f32_free SD_KNAME(gemm_f32_free)
-#define gemm_f32_native SD_KNAME(gemm_f32_native)
 #define gemm_f32_pack SD_KNAME(gemm_f32_pack)
 #define gemm_f32_pack_batch SD_KNAME(gemm_f32_pack_batch)
 #define gemm_f32_run SD_KNAME(gemm_f32_run)

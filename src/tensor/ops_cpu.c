@@ -461,10 +461,6 @@ static void layer_release(void **be_state)
         onednn_layer_release(be_state);
 }
 
-/* Linear layers on our packed kernel (gemm_f32.h) where it pays:
- * gemm_f32_wanted says which. */
-static int own_gemm(int wide) { return gemm_f32_wanted(wide); }
-
 static int linear_pack(struct nn_linear *l, int bf16, struct sd_err *err)
 {
     struct gemm_f32 *g;
@@ -500,7 +496,7 @@ static int conv_prepare_f32(struct nn_conv2d *l, struct sd_err *err)
 
 static int linear_prepare_f32(struct nn_linear *l, struct sd_err *err)
 {
-    return own_gemm(0) ? linear_pack(l, 0, err) : onednn_linear_prepare(l, 0, err);
+    return gemm_f32_wanted(0) ? linear_pack(l, 0, err) : onednn_linear_prepare(l, 0, err);
 }
 
 static int conv_prepare_bf16(struct nn_conv2d *l, struct sd_err *err)
@@ -602,7 +598,7 @@ static int split_make(void **state, int n, int nc, int conv, struct split **out,
 
 static int conv_pack_pays(const struct nn_conv2d *l)
 {
-    return own_gemm(1) && !winograd_eligible(l, 2) && l->cout >= 32 &&
+    return gemm_f32_wanted(1) && !winograd_eligible(l, 2) && l->cout >= 32 &&
            (size_t)l->cin * l->cout * l->k * l->k * sizeof(float) >= PACK_CONV_BYTES;
 }
 
@@ -702,7 +698,7 @@ static int conv_prepare_wide(struct nn_conv2d *l, struct sd_err *err)
 
 static int linear_prepare_wide(struct nn_linear *l, struct sd_err *err)
 {
-    if (own_gemm(1))
+    if (gemm_f32_wanted(1))
         return linear_pack(l, 1, err);
     int nc = split_cols(l->out, (size_t)l->in * sizeof(float));
     if (!nc)
