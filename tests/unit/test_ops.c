@@ -697,6 +697,10 @@ TEST(ops_attention)
     check_attention(1, 100, 1000, 2, 40, 0, 0); /* SD1's head size, many key tiles */
     check_attention_ex(1, 97, 700, 2, 40, 0, 0, 1.003f); /* the max grows tile after tile */
     check_attention_ex(1, 97, 700, 2, 40, 1, 0, 1.003f);
+    /* Keys and values past 256 KB a head: the queries-in-lanes kernel
+     * runs groups of query blocks (a partial last group and block), the
+     * max growing under each block of a group in turn. */
+    check_attention_ex(2, 300, 900, 8, 40, 0, 0, 1.0023f);
 }
 
 TEST(ops_elementwise)
