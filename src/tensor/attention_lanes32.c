@@ -253,7 +253,8 @@ static void store_out(float *o, int ldo, const float *ot, const float *inv, int 
                 r[i] = _mm256_loadu_ps(ot + (size_t)(d0 + i) * QB + q0);
             tr8(r);
             for (int i = 0; i < 8; i++)
-                _mm256_storeu_ps(o + (size_t)(q0 + i) * ldo + d0, _mm256_mul_ps(r[i], _mm256_set1_ps(inv[q0 + i])));
+                _mm256_storeu_ps(o + (size_t)(q0 + i) * ldo + d0,
+                                 _mm256_mul_ps(r[i], _mm256_set1_ps(inv[q0 + i])));
         }
     for (int i = 0; i < rows; i++)
         for (int d = i < r8 ? d8 : 0; d < dh; d++)
@@ -272,6 +273,7 @@ struct l32_job {
 /* One query block's running state. */
 struct l32_qb {
     float *ot, *qt, *m, *l;
+    int rows; /* queries in the block (QB but for the last) */
 };
 
 /* Tile [k0, k0 + nk) of the keys for one query block: scores, the online
@@ -333,11 +335,11 @@ static void attend(const struct l32_job *a, float *ws)
     float sl = a->scale * 1.44269504088896341f;
     for (int g = 0; g < G; g++) {
         b[g] = (struct l32_qb){.ot = p, .qt = p + (size_t)dh * QB, .m = p + 2 * (size_t)dh * QB,
-                               .l = p + 2 * (size_t)dh * QB + QB};
+                               .l = p + 2 * (size_t)dh * QB + QB,
+                               .rows = a->rows - g * QB < QB ? a->rows - g * QB : QB};
         p += 2 * (size_t)dh * QB + 2 * QB;
-        int rows = a->rows - g * QB < QB ? a->rows - g * QB : QB;
         /* Q^T * scale * log2(e), zero past the block's rows. */
-        load_qt(b[g].qt, a->q + (size_t)g * QB * a->ldq, a->ldq, rows, dh, sl);
+        load_qt(b[g].qt, a->q + (size_t)g * QB * a->ldq, a->ldq, b[g].rows, dh, sl);
         memset(b[g].ot, 0, (size_t)dh * QB * sizeof(float));
         for (int q = 0; q < QB; q++) {
             b[g].m[q] = -INFINITY;
@@ -350,10 +352,9 @@ static void attend(const struct l32_job *a, float *ws)
             tile(a, &b[g], s, mx, corr, k0, nk);
     }
     for (int g = 0; g < G; g++) {
-        int rows = a->rows - g * QB < QB ? a->rows - g * QB : QB;
-        for (int q = 0; q < rows; q++)
+        for (int q = 0; q < b[g].rows; q++)
             corr[q] = 1.0f / b[g].l[q];
-        store_out(a->out + (size_t)g * QB * a->ldo, a->ldo, b[g].ot, corr, rows, dh);
+        store_out(a->out + (size_t)g * QB * a->ldo, a->ldo, b[g].ot, corr, b[g].rows, dh);
     }
 }
 

@@ -122,8 +122,10 @@ static int pack(struct gemm_f32 **out, int batch, const float *W, size_t wb, siz
                 for (int j = 0; j < PW; j++) {
                     int n = pn * PW + j;
                     float w = n < N ? W[(size_t)b * wb + (size_t)n * sn + (size_t)k * sk] : 0.0f;
+                    /* bf16: the pair word of column j's vector pair, low or high half */
+                    size_t pj = (size_t)(j / (2 * VW)) * 2 * VW + 2 * (j % VW) + j / VW % 2;
                     if (bf16)
-                        ((uint16_t *)p)[at + (size_t)(j / (2 * VW)) * 2 * VW + 2 * (j % VW) + j / VW % 2] = bf16_round(w);
+                        ((uint16_t *)p)[at + pj] = bf16_round(w);
                     else
                         ((float *)p)[at + j] = w;
                 }
@@ -223,13 +225,13 @@ static void tile_any(int K, const float *A, size_t lda, const void *P, float *C,
 #define T_CASE(R)                                                                                 \
     case R:                                                                                       \
         if (bf16 && tail)                                                                         \
-            tile(K, A, lda, P, C, ldc, init, bias, m, R, 1, 1);                              \
+            tile(K, A, lda, P, C, ldc, init, bias, m, R, 1, 1);                                   \
         else if (bf16)                                                                            \
-            tile(K, A, lda, P, C, ldc, init, bias, m, R, 1, 0);                              \
+            tile(K, A, lda, P, C, ldc, init, bias, m, R, 1, 0);                                   \
         else if (tail)                                                                            \
-            tile(K, A, lda, P, C, ldc, init, bias, m, R, 0, 1);                              \
+            tile(K, A, lda, P, C, ldc, init, bias, m, R, 0, 1);                                   \
         else                                                                                      \
-            tile(K, A, lda, P, C, ldc, init, bias, m, R, 0, 0);                              \
+            tile(K, A, lda, P, C, ldc, init, bias, m, R, 0, 0);                                   \
         break;
     switch (rows) {
         T_CASE(1)
