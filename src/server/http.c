@@ -25,6 +25,7 @@
 struct http {
     struct MHD_Daemon *daemon;
     int port;
+    int quiesced_fd; /* the listen socket once quiesced, closed after the daemon stops */
 };
 
 const char *http_header(struct http_request *r, const char *name)
@@ -316,8 +317,15 @@ int http_start(struct server *srv, struct sd_err *err)
     struct http *h = calloc(1, sizeof *h);
     if (!h)
         return sd_errf(err, SD_ERR_NOMEM, "out of memory");
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+    /* poll(), not epoll: libmicrohttpd 0.9.75 aborts the process when
+     * MHD_quiesce_daemon() and a pool thread of an epoll daemon both take
+     * the listen socket out of the thread's epoll set at once ("Failed to
+     * remove listen FD from epoll set", daemon.c:5531; seen on SIGTERM).
+     * With poll() each thread drops the socket itself, told through its
+     * inter-thread channel. poll() scans all of a thread's sockets at each
+     * wake: at the default 1024 connections over 4 threads, 256 of them. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     h->daemon = MHD_start_daemon(
@@ -336,6 +344,7 @@ int http_start(struct server *srv, struct sd_err *err)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : (int)srv->cfg.port;
+    h->quiesced_fd = -1;
     srv->http = h;
     return SD_OK;
 }
@@ -347,19 +356,29 @@ int http_port(struct server *srv)
 
 void http_quiesce(struct server *srv)
 {
-    if (srv->http && srv->http->daemon) {
-        MHD_socket fd = MHD_quiesce_daemon(srv->http->daemon);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
-    }
+    struct http *h = srv->http;
+    if (!h || !h->daemon || h->quiesced_fd >= 0)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    if (fd == MHD_INVALID_SOCKET)
+        return;
+    /* New connections are refused from here on: shutdown() takes the socket
+     * out of the listening state. It is closed only after MHD_stop_daemon(),
+     * as libmicrohttpd asks: a pool thread may still be polling it, and a
+     * closed number could be reused by a file opened meanwhile. */
+    shutdown(fd, SHUT_RDWR);
+    h->quiesced_fd = fd;
 }
 
 void http_stop(struct server *srv)
 {
-    if (!srv->http)
+    struct http *h = srv->http;
+    if (!h)
         return;
-    if (srv->http->daemon)
-        MHD_stop_daemon(srv->http->daemon);
-    free(srv->http);
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);
+    if (h->quiesced_fd >= 0)
+        close(h->quiesced_fd);
+    free(h);
     srv->http = NULL;
 }
