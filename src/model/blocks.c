@@ -101,6 +101,25 @@ void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int i
     prepare_conv(w, c, prefix);
 }
 
+void load_upconv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out)
+{
+    char n[256];
+    *c = (struct nn_conv2d){in, 4 * out, 2, 1, 1, 1, NULL, NULL, NULL, w->conv_px};
+    snprintf(n, sizeof n, "%s.weight", prefix);
+    const float *w3 = weights_get(w, n, 4, out, in, 3, 3);
+    snprintf(n, sizeof n, "%s.bias", prefix);
+    const float *b3 = weights_get(w, n, 1, out);
+    float *w2 = weights_derived(w, (size_t)16 * out * in, prefix);
+    float *b2 = weights_derived(w, (size_t)4 * out, prefix);
+    if (!w3 || !b3 || !w2 || !b2)
+        return; /* the error is in w */
+    nn_upconv_weights(w2, b2, w3, b3, in, out);
+    weights_drop(w, w3, (size_t)out * in * 9);
+    c->w = w2;
+    c->b = b2;
+    prepare_conv(w, c, prefix);
+}
+
 void load_norm(struct weights *w, struct nn_norm *nm, const char *prefix, int c)
 {
     char n[256];

@@ -32,6 +32,12 @@ void load_linear_stacked(struct weights *w, struct nn_linear *l, const char *bas
 /* "<prefix>.weight" [out, in, k, k], "<prefix>.bias" [out]; stride/padding. */
 void load_conv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out, int k,
                int stride, int pad_lo, int pad_hi);
+/* The 3x3 convolution "<prefix>" that follows a nearest 2x upsampling
+ * (diffusers' Upsample2D), loaded as the 2x2 layer nn_upconv runs on the
+ * small image (nn.h): weights recast once, owned by w. Set w->conv_px to
+ * the small image's pixels. Not a LoRA target (the VAE has none; the
+ * UNet's upsamplers are loaded with load_conv). */
+void load_upconv(struct weights *w, struct nn_conv2d *c, const char *prefix, int in, int out);
 void load_norm(struct weights *w, struct nn_norm *n, const char *prefix, int c);
 
 /* diffusers ResnetBlock2D (time_embedding_norm "default", output scale 1):

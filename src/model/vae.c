@@ -69,8 +69,7 @@ static void decoder_load(struct weights *w, struct vae *v, long image_px)
         l->has_sampler = i < nb - 1;
         if (l->has_sampler) {
             snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-            w->conv_px = conv_px(L << (2 * (i + 1))); /* after the 2x upsampling */
-            load_conv(w, &l->sampler, n, C, C, 3, 1, 1, 1);
+            load_upconv(w, &l->sampler, n, C, C); /* on this level's pixels (conv_px) */
         }
         prev = C;
     }
@@ -194,7 +193,7 @@ static size_t decoder_max_activation(const struct vae_config *c, int h, int w)
         size_t n = px * (C > Cin ? C : Cin);
         mx = n > mx ? n : mx;
         if (i < nb - 1 && 4 * px * C > mx)
-            mx = 4 * px * C; /* upsampled */
+            mx = 4 * px * C; /* the upsampler's output */
     }
     return mx;
 }
@@ -219,7 +218,7 @@ static void decode_run(void *arg)
     const struct vae_config *c = &v->cfg;
     struct vae_coder *d = &v->dec;
     struct nn *nn = &d->nn;
-    int h = a->h, w = a->w, nb = c->n_blocks, Cl = c->latent_channels, C = c->block_out[nb - 1];
+    int h = a->h, w = a->w, nb = c->n_blocks, Cl = c->latent_channels;
     size_t mx = decoder_max_activation(c, h, w);
     float *buf[2] = {nn_alloc(nn, mx), nn_alloc(nn, mx)};
     int cur = 0;
@@ -246,15 +245,10 @@ static void decode_run(void *arg)
         struct vae_level *l = &d->level[i];
         for (int j = 0; j < l->n_res; j++)
             step(nn, &l->res[j], buf, &cur, h, w);
-        C = c->block_out[nb - 1 - i];
         if (l->has_sampler) {
-            size_t m = nn_mark(nn);
-            float *up = nn_alloc(nn, (size_t)4 * h * w * C);
-            nn_upsample_nearest(nn, up, buf[cur], 1, h, w, C, 2 * h, 2 * w);
+            nn_upconv(nn, &l->sampler, buf[cur], buf[!cur], 1, h, w);
             h *= 2, w *= 2;
-            nn_conv2d(nn, &l->sampler, up, buf[!cur], 1, h, w);
             cur = !cur;
-            nn_release(nn, m);
         }
     }
     nn_groupnorm_conv(nn, &d->conv_out, a->out, buf[cur], &d->norm_out, 1, h, w, c->norm_groups, VAE_EPS,

@@ -25,7 +25,7 @@ struct vae_level {
     int n_res;
     struct resnet res[VAE_MAX_LAYERS];
     int has_sampler;
-    struct nn_conv2d sampler;
+    struct nn_conv2d sampler; /* decoder: the upsampler as nn_upconv's 2x2 layer (blocks.h) */
 };
 
 struct vae_coder {

@@ -213,6 +213,16 @@ const float *weights_get(struct weights *w, const char *name, int ndim, ...)
     return buf;
 }
 
+float *weights_derived(struct weights *w, size_t n, const char *name)
+{
+    if (w->status)
+        return NULL;
+    float *buf = own(w, n, name);
+    if (buf)
+        w->used += n * sizeof(float);
+    return buf;
+}
+
 const float *weights_stack(struct weights *w, const float *const *parts, int n, size_t each,
                            const char *name)
 {

@@ -109,6 +109,12 @@ static inline size_t weights_resident(const struct weights *w)
     return w->used - w->dropped + w->prepared;
 }
 
+/* A buffer of n floats owned by w, for weights computed from the file's
+ * (a layer recast in another form); counted as used, released by
+ * weights_drop or weights_free. NULL on error (sticky, `name` in the
+ * message). */
+float *weights_derived(struct weights *w, size_t n, const char *name);
+
 /* The tensors parts[0..n) (each `each` floats, from weights_get) stacked
  * one after the other in a buffer owned by w, for layers that run several
  * of the file's matrices as one product (attention's q, k and v). The

@@ -155,6 +155,11 @@ struct nn_backend {
     void (*upsample_nearest)(float *out, const float *in, int B, int H, int W, int C, int OH, int OW);
     /* out[p, :] = concat(a[p, :Ca], b[p, :Cb]) for p < npix */
     void (*concat_channels)(float *out, const float *a, int Ca, const float *b, int Cb, size_t npix);
+    /* The four phases of an upsampling convolution (nn_upconv) put in
+     * place: out[b, 2i+a, 2j+c, :] = in[b, i+a, j+c, (2a+c)*C .. (2a+c+1)*C)
+     * for i < H, j < W, a, c in {0, 1}; in is [B, H+1, W+1, 4C],
+     * out [B, 2H, 2W, C]. */
+    void (*interleave_phases)(float *out, const float *in, int B, int H, int W, int C);
 };
 
 /* Optional per-op profile (bench/sdbench --profile): wall time and FLOPs by
@@ -490,6 +495,46 @@ static inline void nn_upsample_nearest(struct nn *nn, float *out, const float *i
     NN_PROF_BEGIN();
     nn->be->upsample_nearest(out, in, B, H, W, C, OH, OW);
     NN_PROF_END(NN_OP_UPSAMPLE, 0);
+}
+
+/* Nearest 2x upsampling followed by a 3x3 convolution (stride 1, padding
+ * 1), computed on the small image. Output pixel (2i+a, 2j+c) of the 3x3
+ * convolution over the upsampled image reads upsampled rows 2i+a-1 ..
+ * 2i+a+1, which are input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1), and
+ * the same for columns: so each of the four phases (a, c) is a 2x2
+ * convolution of the input, with the 3x3 taps that land on the same input
+ * pixel summed. The four are one 2x2 convolution with padding 1 and 4 x
+ * cout outputs (phase 2a+c at outputs (2a+c)*cout ..), whose output pixel
+ * (i+a, j+c) is phase (a, c)'s (i, j). 16 multiply-adds per 2x2 output
+ * block and channel pair instead of the 36 of the direct convolution (as
+ * many as Winograd's F(2x2, 3x3), without its transforms), no upsampled
+ * image, and weights of 16/9 the size.
+ *
+ * nn_upconv_weights fills w2 [4*cout, cin, 2, 2] and b2 [4*cout] (b2 NULL:
+ * none) from a 3x3 layer's w3 [cout, cin, 3, 3] and b3 [cout]; the layer
+ * to give them is {cin, 4*cout, 2, 1, 1, 1, w2, b2}. */
+void nn_upconv_weights(float *w2, float *b2, const float *w3, const float *b3, int cin, int cout);
+
+static inline void nn_interleave_phases(struct nn *nn, float *out, const float *in, int B, int H, int W,
+                                        int C)
+{
+    if (nn_measuring(nn))
+        return;
+    NN_PROF_BEGIN();
+    nn->be->interleave_phases(out, in, B, H, W, C);
+    NN_PROF_END(NN_OP_UPSAMPLE, 0);
+}
+
+/* out[B, 2H, 2W, l->cout/4] = conv3x3(upsample2x(in[B, H, W, l->cin])) for
+ * a layer made from nn_upconv_weights. */
+static inline void nn_upconv(struct nn *nn, struct nn_conv2d *l, const float *in, float *out, int B, int H,
+                             int W)
+{
+    size_t m = nn_mark(nn);
+    float *phases = nn_alloc(nn, (size_t)B * (H + 1) * (W + 1) * l->cout);
+    nn_conv2d(nn, l, in, phases, B, H, W);
+    nn_interleave_phases(nn, out, phases, B, H, W, l->cout / 4);
+    nn_release(nn, m);
 }
 
 static inline void nn_concat_channels(struct nn *nn, float *out, const float *a, int Ca,

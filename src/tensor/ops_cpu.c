@@ -417,6 +417,22 @@ static void cpu_concat_channels(float *out, const float *a, int Ca, const float 
     }
 }
 
+static void cpu_interleave_phases(float *out, const float *in, int B, int H, int W, int C)
+{
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * 4 * H * W * C >= PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int y = 0; y < 2 * H; y++) {
+            int a = y & 1;
+            const float *row = in + ((size_t)b * (H + 1) + y / 2 + a) * (W + 1) * 4 * C;
+            float *o = out + ((size_t)b * 2 * H + y) * 2 * W * C;
+            for (int x = 0; x < 2 * W; x++) {
+                int c = x & 1;
+                memcpy(o + (size_t)x * C, row + (size_t)(x / 2 + c) * 4 * C + (size_t)(2 * a + c) * C,
+                       C * sizeof(float));
+            }
+        }
+}
+
 /* Convolutions: Winograd where it pays (winograd.h), oneDNN's direct
  * convolution elsewhere; the layer's be_state says which. */
 static int conv_prepare(struct nn_conv2d *l, int bf16, struct sd_err *err)
@@ -827,7 +843,8 @@ static void layer_release_wide(void **be_state)
 #define CPU_NORMS_AND_ELEMENTWISE                                                                  \
     .groupnorm = cpu_groupnorm, .layernorm = cpu_layernorm, .geglu = cpu_geglu,                     \
     .activation = cpu_activation, .add = cpu_add, .add_channel_bias = cpu_add_channel_bias,        \
-    .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels
+    .upsample_nearest = cpu_upsample_nearest, .concat_channels = cpu_concat_channels,            \
+    .interleave_phases = cpu_interleave_phases
 #define CPU_OPS                                                                                    \
     .conv2d = conv_run, .conv2d_ws = conv_ws, .conv2d_plan = conv_plan,                            \
     .linear = linear_run, .linear_ws = linear_ws, .linear_plan = linear_plan,                       \

@@ -195,6 +195,19 @@ static void ref_concat_channels(float *out, const float *a, int Ca, const float 
     }
 }
 
+static void ref_interleave_phases(float *out, const float *in, int B, int H, int W, int C)
+{
+    for (int b = 0; b < B; b++)
+        for (int y = 0; y < 2 * H; y++)
+            for (int x = 0; x < 2 * W; x++) {
+                int a = y & 1, c = x & 1;
+                memcpy(out + (((size_t)b * 2 * H + y) * 2 * W + x) * C,
+                       in + (((size_t)b * (H + 1) + y / 2 + a) * (W + 1) + x / 2 + c) * 4 * C +
+                           (size_t)(2 * a + c) * C,
+                       C * sizeof(float));
+            }
+}
+
 const struct nn_backend nn_backend_ref = {
     .name = "ref",
     .conv2d = ref_conv2d,
@@ -208,4 +221,5 @@ const struct nn_backend nn_backend_ref = {
     .add_channel_bias = ref_add_channel_bias,
     .upsample_nearest = ref_upsample_nearest,
     .concat_channels = ref_concat_channels,
+    .interleave_phases = ref_interleave_phases,
 };

@@ -703,6 +703,55 @@ TEST(ops_attention)
     check_attention_ex(2, 300, 900, 8, 40, 0, 0, 1.0023f);
 }
 
+/* Nearest 2x upsampling then a 3x3 convolution, as nn_upconv's 2x2 layer
+ * on the small image (nn.h), against the two ops in a row on the reference
+ * backend: the recast weights on every backend, and the interleave of the
+ * phases on the reference and the fast backend (bit for bit). */
+static void check_upconv(int B, int cin, int cout, int H, int W)
+{
+    struct nn_conv2d l3 = {cin, cout, 3, 1, 1, 1, NULL, NULL, NULL, 0};
+    float *w3 = rand_buf((size_t)cout * cin * 9, 0.3f), *b3 = rand_buf(cout, 0.5f);
+    l3.w = w3, l3.b = b3;
+    size_t nin = (size_t)B * H * W * cin, nout = (size_t)B * 4 * H * W * cout;
+    size_t nph = (size_t)B * (H + 1) * (W + 1) * 4 * cout;
+    float *x = rand_buf(nin, 1.0f), *up = malloc((size_t)4 * nin * 4), *y0 = malloc(nout * 4);
+    float *y1 = malloc(nout * 4), *y2 = malloc(nout * 4), *ph = malloc(nph * 4);
+    nn_backend_ref.upsample_nearest(up, x, B, H, W, cin, 2 * H, 2 * W);
+    nn_backend_ref.conv2d(&l3, up, y0, B, 2 * H, 2 * W, 0, NULL);
+
+    float *w2 = malloc((size_t)16 * cout * cin * 4), *b2 = malloc((size_t)4 * cout * 4);
+    nn_upconv_weights(w2, b2, w3, b3, cin, cout);
+    struct nn_conv2d l2 = {cin, 4 * cout, 2, 1, 1, 1, w2, b2, NULL, 0};
+    CHECK_EQ_INT(nn_conv2d_out_size(&l2, H), H + 1);
+    nn_backend_ref.conv2d(&l2, x, ph, B, H, W, 0, NULL);
+    nn_backend_ref.interleave_phases(y1, ph, B, H, W, cout);
+    double d = rel_diff(y1, y0, nout);
+    CHECK_MSG(d < 1e-5, "ref upconv %dx%d %d->%d: rel diff %g", H, W, cin, cout, d);
+    nn_backend_cpu.interleave_phases(y2, ph, B, H, W, cout);
+    CHECK(memcmp(y1, y2, nout * 4) == 0);
+
+    const struct nn_backend *bes[3] = {&nn_backend_cpu, &nn_backend_cpu_wide, &nn_backend_cpu_bf16};
+    double tols[3] = {1e-5, 1e-2, 2e-2};
+    for (int i = 0; i < 2 + bf16_runs(); i++) {
+        struct sd_err err;
+        struct nn_conv2d f = l2;
+        CHECK_MSG(bes[i]->conv2d_prepare(&f, &err) == SD_OK, "%s", err.msg);
+        fast_conv(bes[i], &f, x, ph, B, H, W, 0);
+        bes[i]->interleave_phases(y2, ph, B, H, W, cout);
+        d = rel_diff(y2, y0, nout);
+        CHECK_MSG(d < tols[i], "%s upconv %dx%d %d->%d: rel diff %g", bes[i]->name, H, W, cin, cout, d);
+        bes[i]->layer_release(&f.be_state);
+    }
+    free(w3), free(b3), free(x), free(up), free(y0), free(y1), free(y2), free(ph), free(w2), free(b2);
+}
+
+TEST(ops_upconv)
+{
+    check_upconv(1, 4, 3, 1, 1);    /* one pixel: every output reads the padding */
+    check_upconv(2, 16, 16, 5, 7);  /* odd, unequal sides, a batch */
+    check_upconv(1, 32, 48, 9, 4);
+}
+
 TEST(ops_elementwise)
 {
     size_t N = 33;
