@@ -174,6 +174,6 @@ uninstall:
 	rm -rf $(SHARE)
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
 .PHONY: all test asan tsan fuzz clean install uninstall FORCE
